@@ -1,0 +1,47 @@
+# Two entry points: `make demo` (the main job on the bundled model and data) and
+# `make test` (the whole suite). Both create .venv and install the project when needed,
+# plus the Debian packages the tests need, so a fresh machine works.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.embtune-installed
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: demo test install system-deps lint clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# PostgreSQL for the storage tests (run for real, never only SQLite).
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing postgresql (Debian) for the storage tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+demo: install
+	$(BIN)/embtune index core/data/catalogue/products.csv --collection catalogue --text-column name --id-column id
+	$(BIN)/embtune collections
+	@for q in "дымоход" "дымо ход" "шуруповерт акамуляторный" "chimney pipe" "cordless drill"; do \
+		echo; echo "== embtune search catalogue \"$$q\" -k 3"; \
+		$(BIN)/embtune search catalogue "$$q" -k 3; \
+	done
+
+test: install system-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

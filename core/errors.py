@@ -1,0 +1,39 @@
+"""The one family of errors a user can cause.
+
+Every ``EmbtuneError`` message is meant to be printed as it is, on one line, to the
+person who made the mistake: it names the file, row, field or value at fault and, where
+there is one, what to do instead. Anything that is not an ``EmbtuneError`` is a bug in
+embtune and keeps its traceback.
+
+This module imports nothing of embtune, so ``storage`` can use it without pulling torch.
+"""
+
+from __future__ import annotations
+
+
+class EmbtuneError(Exception):
+    """A mistake in what the user asked for or gave us (not a bug)."""
+
+
+class DataError(EmbtuneError):
+    """A data file that cannot be read or fails validation (names file, row, field)."""
+
+
+class ModelLoadError(EmbtuneError):
+    """A model spec that cannot be turned into a working model."""
+
+
+class CollectionError(EmbtuneError):
+    """A collection that is missing, corrupted or built with another model."""
+
+
+class DimensionMismatchError(CollectionError):
+    """Vectors of one dimension offered to an index of another."""
+
+
+class StorageError(EmbtuneError):
+    """A database or workspace that cannot be reached or written."""
+
+
+class CancelledError(EmbtuneError):
+    """A long operation stopped because the caller asked it to."""

