@@ -22,7 +22,7 @@ def resolve_device(requested: str = "auto") -> str:
             return "mps"
         return "cpu"
     if base == "cuda" and not torch.cuda.is_available():
-        raise EmbtuneError(f"device {requested!r} was asked for but CUDA is not available here: use --device cpu or auto")
+        raise EmbtuneError(f"device {requested!r} was asked for but CUDA is not available here: use cpu or auto")
     if base == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise EmbtuneError(f"device {requested!r} was asked for but Apple MPS is not available here: use cpu or auto")
     return requested

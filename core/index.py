@@ -255,9 +255,9 @@ class Collection:
             return 0
         keep = np.ones(len(self._ids), dtype=bool)
         keep[doomed] = False
-        self._ids = [item_id for item_id, kept in zip(self._ids, keep) if kept]
-        self._texts = [text for text, kept in zip(self._texts, keep) if kept]
-        self._metadata = [meta for meta, kept in zip(self._metadata, keep) if kept]
+        self._ids = [item_id for item_id, kept in zip(self._ids, keep, strict=False) if kept]
+        self._texts = [text for text, kept in zip(self._texts, keep, strict=False) if kept]
+        self._metadata = [meta for meta, kept in zip(self._metadata, keep, strict=False) if kept]
         self._vectors = self._vectors[keep]
         self._position = {item_id: position for position, item_id in enumerate(self._ids)}
         self._index_stale = True  # positions moved: faiss ids are positions, so rebuild
@@ -323,7 +323,7 @@ class Collection:
         query: str | np.ndarray,
         k: int = 5,
         *,
-        filter: Filter | None = None,  # noqa: A002 - the name users expect
+        filter: Filter | None = None,
     ) -> list[SearchHit]:
         """Top-k items for a text (needs an embedder) or a vector; ``filter`` on metadata."""
         return self.search_many([query] if isinstance(query, str) else np.atleast_2d(query), k, filter=filter)[0]
@@ -333,7 +333,7 @@ class Collection:
         queries: Sequence[str] | np.ndarray,
         k: int = 5,
         *,
-        filter: Filter | None = None,  # noqa: A002
+        filter: Filter | None = None,
     ) -> list[list[SearchHit]]:
         if not isinstance(k, int) or k <= 0:
             raise CollectionError(f"k must be a positive whole number, got {k!r}")
@@ -347,8 +347,8 @@ class Collection:
         else:
             scores, positions = self._index_search(vectors, k, allowed)
         return [
-            [self._hit(int(p), float(s)) for s, p in zip(row_scores, row_positions) if p >= 0]
-            for row_scores, row_positions in zip(scores, positions)
+            [self._hit(int(p), float(s)) for s, p in zip(row_scores, row_positions, strict=False) if p >= 0]
+            for row_scores, row_positions in zip(scores, positions, strict=False)
         ]
 
     def _index_search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -382,7 +382,7 @@ class Collection:
             raise CollectionError("searching by text needs the collection's embedder (load it with a model)")
         return self._checked_vectors(self.embedder.encode(list(queries)), len(queries))
 
-    def _allowed_positions(self, filter: Filter) -> np.ndarray:  # noqa: A002
+    def _allowed_positions(self, filter: Filter) -> np.ndarray:
         if callable(filter):
             keep = [position for position, meta in enumerate(self._metadata) if filter(meta)]
         else:
@@ -420,7 +420,7 @@ class Collection:
         if embedder.fingerprint == self.info.model_fingerprint and embedder.dimension == self.dimension:
             self.embedder = embedder
             return False
-        missing = [item_id for item_id, text in zip(self._ids, self._texts) if text is None]
+        missing = [item_id for item_id, text in zip(self._ids, self._texts, strict=False) if text is None]
         if missing:
             raise DimensionMismatchError(
                 f"collection has {len(missing)} items without stored text (e.g. {missing[0]!r}); "
@@ -469,7 +469,7 @@ class Collection:
                 np.save(handle, self._vectors, allow_pickle=False)
             reporter.advance(1)
             with atomic_path(folder / names["items"]) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-                for item_id, text, meta in zip(self._ids, self._texts, self._metadata):
+                for item_id, text, meta in zip(self._ids, self._texts, self._metadata, strict=False):
                     handle.write(json.dumps({"id": item_id, "text": text, "metadata": meta}, ensure_ascii=False))
                     handle.write("\n")
             files = {role: {"name": name, **_file_check(folder / name)} for role, name in names.items()}

@@ -47,7 +47,8 @@ class IndexReport:
 def check_collection_name(name: str) -> str:
     if not _NAME.match(name or ""):
         raise CollectionError(
-            f"collection name {name!r} is not allowed: use letters, digits, '_', '-', '.' (max 100, not starting with '.')"
+            f"collection name {name!r} is not allowed: use letters, digits, '_', '-', '.' "
+            "(at most 100, not starting with '.')"
         )
     return name
 
@@ -95,7 +96,7 @@ def index_file(
             "path": str(folder),
             "source": str(Path(file).resolve()),
         },
-        ({"item_key": i, "text": t, "metadata_json": m} for i, t, m in zip(ids, texts, metadata)),
+        ({"item_key": i, "text": t, "metadata_json": m} for i, t, m in zip(ids, texts, metadata, strict=False)),
     )
     return IndexReport(
         collection=collection, count=len(built), dimension=built.dimension, model_id=embedder.model_id,
@@ -149,7 +150,7 @@ def search_collection(
     workspace: Workspace,
     db: Database,
     k: int = 5,
-    filter: Filter | None = None,  # noqa: A002
+    filter: Filter | None = None,
 ) -> list[SearchHit]:
     if not isinstance(k, int) or k <= 0:
         raise CollectionError(f"k must be a positive whole number, got {k!r}")

@@ -45,8 +45,6 @@ def run_checks(workspace_root: Path, db_url: str, *, load_model: bool = True) ->
 
 def _python() -> Check:
     version = platform.python_version()
-    if sys.version_info < (3, 10):
-        return Check("Python", FAIL, version, "embtune needs Python 3.10 or newer")
     return Check("Python", OK, f"{version} ({sys.executable})")
 
 

@@ -65,6 +65,7 @@ def _configure_logging(verbose: bool) -> None:
                         force=True)
     if not verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the per-load "Loading weights" bars
         for noisy in ("sentence_transformers", "transformers", "huggingface_hub", "faiss", "bitsandbytes"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
@@ -139,13 +140,13 @@ def embed_command(
     if not text.strip():
         raise EmbtuneError("the text to embed is empty")
     embedder = load_embedder(model, device=device, truncate_dim=truncate_dim, fallback=not no_fallback)
-    embedder.fingerprint  # computed once up front so the timing below is the encode alone
+    _ = embedder.fingerprint  # computed once up front so the timing below is the encode alone
     for attempt in range(max(1, repeat)):
-        hits_before = embedder.cache.stats().hits if embedder.cache else 0
+        hits_before = embedder.cache.stats().hits if embedder.cache is not None else 0
         started = time.perf_counter()
         vector = embedder.encode(text)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        hit = bool(embedder.cache and embedder.cache.stats().hits > hits_before)
+        hit = embedder.cache is not None and embedder.cache.stats().hits > hits_before
         if attempt == 0:
             typer.echo(f"model:      {embedder.model_id}" + (" (fallback)" if embedder.fell_back else ""))
             typer.echo(f"device:     {embedder.device}")

@@ -23,7 +23,8 @@ def table_format(path: Path, explicit: str | None = None) -> str:
         return explicit.lower()
     kind = SUPPORTED_SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix or '(none)'!r}: use .csv, .tsv, .jsonl or .parquet")
+        suffix = path.suffix or "(none)"
+        raise DataError(f"{path}: unsupported file type {suffix!r}: use .csv, .tsv, .jsonl or .parquet")
     return kind
 
 

@@ -87,7 +87,7 @@ def load_embedder(
     trainer passes ``False`` to get a copy of its own to change).
     """
     resolved_device = resolve_device(device)
-    chosen_cache = shared_cache() if cache is True else (cache or None)
+    chosen_cache = shared_cache() if cache is True else (cache if isinstance(cache, EmbeddingCache) else None)
     resolved = resolve_spec(spec)
     try:
         model = _load_sentence_transformer(resolved, resolved_device, reuse)

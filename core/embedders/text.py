@@ -190,7 +190,7 @@ class TextEmbedder:
                 vectors = normalize_rows(raw)
                 output[positions] = vectors
                 if keys:
-                    for position, vector in zip(positions, vectors):
+                    for position, vector in zip(positions, vectors, strict=False):
                         self.cache.put(keys[position], vector)
                 reporter.advance(len(positions))
 

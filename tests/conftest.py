@@ -1,0 +1,118 @@
+"""Shared fixtures: tiny models built in the test, the bundled model loaded once, the CLI in-process."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CATALOGUE = REPO / "core" / "data" / "catalogue"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+_VOCAB = (
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + list("abcdefghijklmnopqrstuvwxyz0123456789")
+    + list("абвгдежзийклмнопрстуфхцчшщъыьэюя")
+    + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789абвгдежзийклмнопрстуфхцчшщъыьэюя"]
+    + ["chimney", "pipe", "drill", "garden", "hose", "paint", "труба", "дымоход", ".", ",", "-", "/"]
+)
+
+
+def build_tiny_model(folder: Path, *, hidden_size: int = 32, seed: int = 0) -> Path:
+    """A real sentence-transformers folder (BERT, mean pooling) with random weights.
+
+    Random weights test plumbing, never quality; the bundled model is used for behaviour.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling, Transformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    hf_folder = folder / "hf"
+    hf_folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(_VOCAB)}, do_lower_case=True)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(_VOCAB), hidden_size=hidden_size, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=hidden_size * 2, max_position_embeddings=128)
+    BertModel(config).save_pretrained(hf_folder)
+    tokenizer.save_pretrained(hf_folder)
+    transformer = Transformer(str(hf_folder), max_seq_length=64)
+    model = SentenceTransformer(modules=[transformer, Pooling(hidden_size, pooling_mode="mean")], device="cpu")
+    out = folder / "st"
+    model.save(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_48(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another tiny model with a different dimension, for mismatch tests."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny48"), hidden_size=48, seed=1)
+
+
+@pytest.fixture(scope="session")
+def bundled_embedder():
+    from core.embedders import load_embedder
+
+    return load_embedder("default", device="cpu", fallback=False)
+
+
+@pytest.fixture()
+def workspace_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "workspace"
+    monkeypatch.setenv("EMBTUNE_HOME", str(folder))
+    monkeypatch.delenv("EMBTUNE_DB", raising=False)
+    return folder
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture()
+def run_cli(capsys: pytest.CaptureFixture[str], workspace_dir: Path) -> Callable[..., CliResult]:
+    """Run ``embtune ARGS`` in-process, the way the console script does (errors included)."""
+    from embtune.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+@pytest.fixture()
+def python_executable() -> str:
+    return sys.executable

@@ -1,0 +1,162 @@
+"""The CLI's contract forms, on a tiny model; every bad input is one line, exit ≠ 0, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_csv
+
+ROWS = [["id", "name", "category"], ["P1", "chimney pipe", "chimneys"], ["P2", "garden hose", "garden"],
+        ["P3", "paint", "paints"], ["P4", "drill", "tools"]]
+
+
+@pytest.fixture()
+def items_csv(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "items.csv", ROWS)
+
+
+@pytest.fixture()
+def indexed(run_cli, items_csv: Path, tiny_model_dir: Path):
+    result = run_cli("index", str(items_csv), "--collection", "shop", "--text-column", "name",
+                     "--id-column", "id", "--model", str(tiny_model_dir))
+    assert result.code == 0, result.err
+    return result
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def one_error_line(result) -> str:
+    assert result.code != 0
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
+    return lines[0]
+
+
+def test_index_then_search_json(indexed, run_cli) -> None:
+    assert "indexed 4 items into 'shop'" in indexed.out
+    result = run_cli("search", "shop", "garden hose", "-k", "2", "--json")
+    assert result.code == 0, result.err
+    hits = json.loads(result.out)
+    assert [set(hit) for hit in hits] == [{"id", "score", "metadata"}] * 2
+    assert hits[0]["id"] == "P2" and hits[0]["metadata"] == {"category": "garden"}
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_search_text_output_and_filter(indexed, run_cli) -> None:
+    result = run_cli("search", "shop", "paint", "-k", "3", "--filter", "category=tools")
+    assert result.code == 0
+    assert result.out.strip().splitlines()[0].split()[2] == "P4"
+    assert len(result.out.strip().splitlines()) == 1
+
+
+def test_collections_lists_size_model_dimension_kind(indexed, run_cli, tiny_model_dir: Path) -> None:
+    rows = json.loads(run_cli("collections", "--json").out)
+    assert rows[0]["name"] == "shop" and rows[0]["size"] == 4 and rows[0]["dimension"] == 32
+    assert rows[0]["index_kind"] == "auto" and rows[0]["model"] == str(tiny_model_dir.resolve())
+    assert "shop" in run_cli("collections").out
+
+
+def test_embed_shows_model_dimension_norm_time_and_cache(run_cli, tiny_model_dir: Path) -> None:
+    result = run_cli("embed", "chimney", "--model", str(tiny_model_dir), "--repeat", "2")
+    assert result.code == 0, result.err
+    assert "dimension:  32" in result.out and "norm:       1.000000" in result.out
+    assert "cache hit: no" in result.out and "cache hit: yes" in result.out
+
+
+def test_reindexing_replaces_the_collection(indexed, run_cli, tmp_path: Path, tiny_model_dir: Path) -> None:
+    smaller = write_csv(tmp_path / "smaller.csv", ROWS[:3])
+    assert run_cli("index", str(smaller), "--collection", "shop", "--text-column", "name", "--id-column", "id",
+                   "--model", str(tiny_model_dir)).code == 0
+    assert json.loads(run_cli("collections", "--json").out)[0]["size"] == 2
+    assert [h["id"] for h in json.loads(run_cli("search", "shop", "paint", "-k", "5", "--json").out)] \
+        in (["P1", "P2"], ["P2", "P1"])
+
+
+@pytest.mark.parametrize(
+    ("make_file", "args", "message"),
+    [
+        (lambda d: d / "missing.csv", [], "missing.csv: file not found"),
+        (lambda d: write_csv(d / "f.csv", ROWS), ["--text-column", "title"], "no column 'title'"),
+        (lambda d: write_csv(d / "f.csv", [*ROWS, ["P5", "", "x"]]), [], "row 5 (id 'P5'): column 'name' is empty"),
+        (lambda d: write_csv(d / "f.csv", [*ROWS, ["P1", "again", "x"]]), [], "id 'P1' appears in rows 1, 5"),
+        (lambda d: write_bytes(d / "f.csv", "id,name\nP1,Труба\n".encode("cp1251")), [],
+         "line 2 is not valid UTF-8"),
+    ],
+    ids=["missing-file", "unknown-column", "empty-text", "duplicate-ids", "not-utf8"],
+)
+def test_bad_index_input_is_one_line_and_writes_nothing(run_cli, tmp_path: Path, workspace_dir: Path,
+                                                        tiny_model_dir: Path, make_file, args, message) -> None:
+    file = make_file(tmp_path)
+    base = ["index", str(file), "--collection", "bad", "--text-column", "name", "--id-column", "id",
+            "--model", str(tiny_model_dir)]
+    if args:
+        base[base.index("--text-column") + 1] = args[1]
+    line = one_error_line(run_cli(*base))
+    assert message in line
+    assert not (workspace_dir / "collections" / "bad").exists()
+    assert json.loads(run_cli("collections", "--json").out) == []
+
+
+def test_missing_model_path_is_one_line(run_cli, items_csv: Path, tmp_path: Path) -> None:
+    line = one_error_line(run_cli("index", str(items_csv), "--collection", "c", "--text-column", "name",
+                                  "--model", str(tmp_path / "no-model")))
+    assert "no-model does not exist" in line
+
+
+def test_search_unknown_collection(run_cli) -> None:
+    assert "collection 'nope' does not exist" in one_error_line(run_cli("search", "nope", "query"))
+
+
+@pytest.mark.parametrize("k", ["0", "-2"])
+def test_search_k_must_be_positive(indexed, run_cli, k: str) -> None:
+    assert "k must be a positive whole number" in one_error_line(run_cli("search", "shop", "paint", "-k", k))
+
+
+def test_corrupted_index_file_is_one_line(indexed, run_cli, workspace_dir: Path) -> None:
+    index_file = next((workspace_dir / "collections" / "shop").glob("index-*.faiss"))
+    index_file.write_bytes(index_file.read_bytes()[:-20])
+    assert "is corrupted" in one_error_line(run_cli("search", "shop", "paint"))
+
+
+def test_unreachable_database_is_one_line(run_cli) -> None:
+    line = one_error_line(run_cli("--db", "postgresql+psycopg2://u:pw@127.0.0.1:1/none", "collections"))
+    assert "cannot connect to database postgresql+psycopg2://u:***@127.0.0.1:1/none" in line
+
+
+def test_collection_built_with_another_model_is_refused(indexed, run_cli, workspace_dir: Path,
+                                                        tiny_model_dir_48: Path) -> None:
+    from core.indexing import open_collection
+    from storage.db import Database
+    from storage.workspace import Workspace
+
+    workspace = Workspace.open(workspace_dir)
+    db = Database(workspace.db_url())
+    from core.embedders import load_embedder
+    from core.errors import DimensionMismatchError
+
+    other = load_embedder(str(tiny_model_dir_48), device="cpu")
+    with pytest.raises(DimensionMismatchError, match="re-index it"):
+        open_collection("shop", workspace=workspace, db=db, embedder=other)
+    rebuilt = open_collection("shop", workspace=workspace, db=db, embedder=other, rebuild=True)
+    assert rebuilt.dimension == 48 and db.get_collection("shop").dimension == 48
+
+
+def test_check_setup_prints_status_lines(run_cli, workspace_dir: Path) -> None:
+    result = run_cli("check-setup", "--skip-model")
+    assert result.code == 0, result.out
+    for name in ("Python", "torch", "CUDA", "faiss-cpu", "sentence-transformers", "bundled model", "workspace",
+                 "database"):
+        assert any(line[2:].startswith(name) for line in result.out.splitlines()), name
+    assert all(line[0] in "✓⚠✗" for line in result.out.splitlines())
+
+
+def test_check_setup_fails_on_unreachable_database(run_cli) -> None:
+    result = run_cli("--db", "postgresql+psycopg2://u@127.0.0.1:1/x", "check-setup", "--skip-model")
+    assert result.code == 1
+    assert any(line.startswith("✗ database") for line in result.out.splitlines())

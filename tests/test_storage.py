@@ -1,0 +1,109 @@
+"""Storage on SQLite and on a real PostgreSQL server: the same code, the same results."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.errors import StorageError
+from storage.db import Database, EvaluationRecord, QueryResult, TrainingRun
+from storage.workspace import Workspace, atomic_path, atomic_write_json
+from tests.postgres import temporary_postgres
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    # Not under pytest's tmp_path: the postgres user must be able to enter every parent folder.
+    folder = Path(tempfile.mkdtemp(prefix="embtune-pg-"))
+    folder.chmod(0o755)
+    with temporary_postgres(folder / "cluster") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    if request.param == "sqlite":
+        return Database(f"sqlite:///{tmp_path / 'embtune.db'}")
+    database = Database(request.getfixturevalue("postgres_url"))
+    from storage.db import Base
+
+    Base.metadata.drop_all(database.engine)  # each test starts from an empty schema
+    Base.metadata.create_all(database.engine)
+    return database
+
+
+def test_collection_and_items_round_trip(db: Database) -> None:
+    fields = {"name": "catalogue", "model_spec": "default", "model_fingerprint": "f" * 64, "dimension": 384,
+              "index_kind": "auto", "path": "/tmp/c"}
+    items = [{"item_key": "P1", "text": "Труба", "metadata_json": {"category": "chimney", "price": 1.5}},
+             {"item_key": "P2", "text": "Drill", "image_path": "img/p2.png", "metadata_json": {}}]
+    record = db.save_collection(fields, items)
+    assert record.item_count == 2
+    stored = db.collection_items("catalogue")
+    assert [(i.item_key, i.text, i.image_path) for i in stored] == [("P1", "Труба", None),
+                                                                   ("P2", "Drill", "img/p2.png")]
+    assert stored[0].metadata_json == {"category": "chimney", "price": 1.5}
+    again = db.save_collection({**fields, "dimension": 256}, items[:1])  # re-index replaces items
+    assert again.item_count == 1 and db.get_collection("catalogue").dimension == 256
+    assert [c.name for c in db.list_collections()] == ["catalogue"]
+    assert db.delete_collection("catalogue") is True
+    assert db.get_collection("catalogue") is None and db.collection_items("catalogue") == []
+
+
+def test_labels_keep_annotator_time_and_refuse_bad_scores(db: Database) -> None:
+    db.add_labels([{"collection_name": "c", "query": "дымо ход", "item_key": "P1", "score": 1.0, "annotator": "ana"},
+                   {"collection_name": "c", "query": "дымо ход", "item_key": "P2", "score": 0.5, "annotator": "bo"}])
+    labels = db.labels("c")
+    assert [(label.item_key, label.score, label.annotator) for label in labels] == [("P1", 1.0, "ana"),
+                                                                                  ("P2", 0.5, "bo")]
+    assert all(label.created_at is not None for label in labels)
+    with pytest.raises(StorageError, match=r"score 1\.5 is outside 0\.\.1"):
+        db.add_labels([{"query": "q", "item_key": "P1", "score": 1.5}])
+    assert len(db.labels("c")) == 2  # nothing half-written
+
+
+def test_runs_and_per_query_evaluations_are_stored(db: Database) -> None:
+    with db.session() as session:
+        session.add(TrainingRun(name="run-1", collection_name="c", status="done", config={"epochs": 1},
+                                epoch_metrics=[{"epoch": 1, "loss": 0.5}]))
+        evaluation = EvaluationRecord(model_spec="default", data_source="queries.csv", metrics={"ndcg@10": 0.5})
+        evaluation.query_results = [QueryResult(query_id="Q1", dimension=384, metric="ndcg@10", value=0.7)]
+        session.add(evaluation)
+    with db.session() as session:
+        run = session.query(TrainingRun).one()
+        assert run.config == {"epochs": 1} and run.epoch_metrics[0]["loss"] == 0.5
+        result = session.query(QueryResult).one()
+        assert (result.query_id, result.dimension, result.value) == ("Q1", 384, 0.7)
+
+
+def test_unreachable_database_is_one_clear_line() -> None:
+    with pytest.raises(StorageError, match=r"cannot connect to database postgresql\+psycopg2://u:\*\*\*@127\.0\.0\.1:1"):
+        Database("postgresql+psycopg2://u:secret@127.0.0.1:1/x")
+
+
+def test_malformed_database_url() -> None:
+    with pytest.raises(StorageError, match="is not usable"):
+        Database("not a url")
+
+
+def test_workspace_folders_and_db_url_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace = Workspace.open(tmp_path / "ws")
+    assert workspace.collections_dir.is_dir() and workspace.models_dir.is_dir()
+    monkeypatch.setenv("EMBTUNE_DB", "sqlite:///from-env.db")
+    assert workspace.db_url() == "sqlite:///from-env.db"
+    assert workspace.db_url("sqlite:///explicit.db") == "sqlite:///explicit.db"
+    monkeypatch.delenv("EMBTUNE_DB")
+    assert workspace.db_url() == f"sqlite:///{workspace.root / 'embtune.db'}"
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    atomic_write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
+    assert target.read_text() == '{\n  "v": 1\n}'
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
