@@ -195,6 +195,109 @@ def check_setup_command(
         raise typer.Exit(1)
 
 
+def _split_ints(value: str | None, option: str) -> list[int]:
+    if not value:
+        return []
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise EmbtuneError(f"{option} {value!r} must be whole numbers separated by commas, e.g. 384,256,128,64") \
+            from None
+
+
+@app.command("train")
+def train_command(
+    ctx: typer.Context,
+    config_file: Annotated[Path | None, typer.Argument(help="TrainingConfig JSON (flags override it)")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="file, HF dataset folder, labels:COLLECTION or "
+                                             "bundled:catalogue")] = None,
+    output_dir: Annotated[str | None, typer.Option("--output-dir")] = None,
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", help="items that item_id columns name")] = None,
+    loss: Annotated[str | None, typer.Option("--loss")] = None,
+    matryoshka_dims: Annotated[str | None, typer.Option("--matryoshka-dims", help="e.g. 384,256,128,64")] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
+    lora: Annotated[bool | None, typer.Option("--lora/--no-lora")] = None,
+    collection: Annotated[str | None, typer.Option("--collection")] = None,
+    run_name: Annotated[str | None, typer.Option("--run-name")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an output folder that is not ours")] = False,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+) -> None:
+    """Fine-tune an embedder and print the before/after table on the held-out test split."""
+    from core.training.config import TrainingConfig
+    from core.training.train import train
+
+    payload: dict[str, Any] = {}
+    if config_file is not None:
+        payload = TrainingConfig.from_json(config_file).to_dict()
+    overrides = {"data": data, "output_dir": output_dir, "model": model, "corpus": corpus, "loss": loss,
+                 "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "lora": lora,
+                 "collection": collection, "run_name": run_name, "device": device}
+    payload.update({key: value for key, value in overrides.items() if value is not None})
+    if matryoshka_dims is not None:
+        payload["matryoshka_dims"] = _split_ints(matryoshka_dims, "--matryoshka-dims")
+    payload["resume"] = resume or payload.get("resume", False)
+    payload["overwrite"] = overwrite or payload.get("overwrite", False)
+    config = TrainingConfig.from_dict(payload)
+    result = train(config, db=ctx.obj.database(), show_progress=sys.stderr.isatty())
+    typer.echo(f"run {result.run_name}: {result.status} in {result.train_seconds:.0f} s "
+               f"({result.data_format} data, {result.loss} loss, splits {result.split_sizes})")
+    if result.table:
+        typer.echo("\nbefore → after on the test split:\n" + result.table)
+    if result.by_kind:
+        typer.echo("\nrecall@3 by query kind (before → after):")
+        for kind, before in result.by_kind["before"].items():
+            typer.echo(f"  {kind:<16} {before:.3f} → {result.by_kind['after'].get(kind, 0.0):.3f}")
+    if result.forgetting:
+        f = result.forgetting
+        typer.echo(f"\nforgetting check ({f['data']}): NDCG@10 {f['ndcg@10_before']:.4f} → {f['ndcg@10_after']:.4f} "
+                   f"({f['delta'] * 100:+.2f} points)")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"\nmodel: {result.output_dir}")
+
+
+@app.command("eval")
+def eval_command(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", help="pairs file (query, item/item_id, score) or a folder with "
+                                       "corpus/queries/qrels CSVs")],
+    models: Annotated[list[str], typer.Option("--model", help="model spec or run:NAME (repeat to compare)")],
+    dims: Annotated[str | None, typer.Option("--dims", help="Matryoshka dimensions, e.g. 384,256,128,64")] = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", help="collection (or id,text file) that item_id "
+                                               "refers to")] = None,
+    corpus_text_column: Annotated[str, typer.Option("--corpus-text-column")] = "text",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the full report (per-query values "
+                                                  "included) here; Markdown beside it")] = None,
+    regressions_limit: Annotated[int, typer.Option("--regressions", help="list the N queries the last model "
+                                                   "lost most on")] = 0,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Retrieval metrics per dimension for each model; paired intervals between them."""
+    from core.data.training_data import corpus_items
+    from core.evaluate import run_evaluation
+    from storage.workspace import atomic_write_json, atomic_write_text
+
+    db = ctx.obj.database()
+    items = corpus_items(corpus, corpus_text_column, db=db) if corpus else None
+    report = run_evaluation(data, models, dimensions=_split_ints(dims, "--dims") or None, corpus=items, db=db,
+                            device=device, regressions_limit=regressions_limit)
+    typer.echo(report.markdown())
+    for regression in report.regressions:
+        moves = ", ".join(f"{item}: {a or '-'}→{b or '-'}" for item, (a, b) in regression.relevant_moves.items())
+        typer.echo(f"regression {regression.query_id} {regression.query!r}: {regression.value_a:.3f} → "
+                   f"{regression.value_b:.3f}; relevant ranks {moves}")
+        typer.echo(f"    A top-5: {[i for i, _ in regression.top_a]}")
+        typer.echo(f"    B top-5: {[i for i, _ in regression.top_b]}")
+    if json_out is not None:
+        atomic_write_json(json_out, report.to_dict())
+        atomic_write_text(json_out.with_suffix(".md"), report.markdown())
+        typer.echo(f"written: {json_out} and {json_out.with_suffix('.md')}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user mistakes become one ``error:`` line and exit code 1."""
     try:

@@ -285,3 +285,55 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+class RunStore:
+    """Training runs in the database: created at start, updated as they progress, read by UIs."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def start(self, name: str, **fields: Any) -> None:
+        with self.db.session() as session:
+            run = session.scalar(select(TrainingRun).where(TrainingRun.name == name))
+            if run is None:
+                session.add(TrainingRun(name=name, status="running", started_at=utcnow(), **fields))
+            else:  # a resumed run keeps its row
+                for key, value in fields.items():
+                    setattr(run, key, value)
+                run.status, run.error, run.finished_at = "running", None, None
+
+    def update(self, name: str, **fields: Any) -> None:
+        if fields.get("status") in ("done", "failed", "cancelled"):
+            fields.setdefault("finished_at", utcnow())
+        with self.db.session() as session:
+            run = session.scalar(select(TrainingRun).where(TrainingRun.name == name))
+            if run is None:
+                raise StorageError(f"training run {name!r} does not exist")
+            for key, value in fields.items():
+                setattr(run, key, value)
+
+    def get(self, name: str) -> TrainingRun | None:
+        with self.db.session() as session:
+            return session.scalar(select(TrainingRun).where(TrainingRun.name == name))
+
+    def list(self, collection_name: str | None = None) -> list[TrainingRun]:
+        with self.db.session() as session:
+            query = select(TrainingRun).order_by(TrainingRun.created_at.desc())
+            if collection_name is not None:
+                query = query.where(TrainingRun.collection_name == collection_name)
+            return list(session.scalars(query))
+
+    def save_evaluation(self, *, model_spec: str, model_fingerprint: str, data_source: str,
+                        metrics: Mapping[str, float], per_query: Iterable[Mapping[str, Any]],
+                        run_name: str | None = None) -> int:
+        """One evaluation with its per-query values (the rows paired comparisons are built on)."""
+        with self.db.session() as session:
+            record = EvaluationRecord(run_name=run_name, model_spec=model_spec, model_fingerprint=model_fingerprint,
+                                      data_source=data_source, metrics=dict(metrics))
+            session.add(record)
+            session.flush()
+            rows = [{"evaluation_id": record.id, **row} for row in per_query]
+            if rows:
+                session.execute(QueryResult.__table__.insert(), rows)
+            return record.id

@@ -103,3 +103,44 @@ def _cell_text(value: object) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
     return str(value)
+
+
+# -- training data ------------------------------------------------------------------------------
+
+# The column layout each format is normalised to (the order sentence-transformers' losses read).
+TRAINING_COLUMNS = {
+    "triplets": ("anchor", "positive", "negative"),
+    "pairs": ("anchor", "positive"),
+    "scored": ("sentence1", "sentence2", "score"),
+    "classes": ("text", "label"),
+}
+# Names users give those columns, mapped to ours.
+COLUMN_ALIASES = {
+    "query": "anchor", "question": "anchor", "sentence1": "anchor",
+    "item": "positive", "document": "positive", "passage": "positive", "answer": "positive", "sentence2": "positive",
+    "hard_negative": "negative", "class": "label",
+}
+
+
+def normalise_training_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rename known aliases (query → anchor, answer → positive, …) without clobbering real columns."""
+    renames = {c: COLUMN_ALIASES[c] for c in frame.columns if c in COLUMN_ALIASES and COLUMN_ALIASES[c] not in frame}
+    return frame.rename(columns=renames)
+
+
+def detect_training_format(frame: pd.DataFrame, source: str | Path = "data") -> str:
+    """pairs / triplets / scored / classes, from the (normalised) columns present."""
+    columns = set(frame.columns)
+    if {"anchor", "positive", "negative"} <= columns:
+        return "triplets"
+    if {"anchor", "positive", "score"} <= columns:
+        return "scored"
+    if {"anchor", "positive"} <= columns:
+        return "pairs"
+    if {"text", "label"} <= columns:
+        return "classes"
+    raise DataError(
+        f"{source}: cannot tell the data format from columns {', '.join(map(str, frame.columns))}: expected "
+        "anchor+positive (pairs), +negative (triplets), +score (scored pairs) or text+label (classes); "
+        "query/question/sentence1 and item/answer/sentence2 are accepted too"
+    )

@@ -1,0 +1,146 @@
+"""``TrainingConfig``: every knob of a fine-tuning run, in one dataclass, stored with the run.
+
+JSON in (``embtune train CONFIG.json`` or flags), JSON out (beside the model and in the
+database), so any run can be repeated exactly. Values are checked here, at the edge, with
+messages that say which value is wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from core.errors import EmbtuneError
+
+LOSSES = ("auto", "mnrl", "cached_mnrl", "cosent", "cosine_similarity", "triplet", "contrastive",
+          "batch_all_triplet")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+FORMATS = ("auto", "pairs", "triplets", "scored", "classes")
+
+
+@dataclass
+class TrainingConfig:
+    """A fine-tuning run. Paths are taken relative to the current folder."""
+
+    data: str
+    """Training data: CSV/JSONL/Parquet file, a saved Hugging Face dataset folder, ``labels:COLLECTION``
+    (pairs labelled in storage) or ``bundled:catalogue``."""
+    output_dir: str
+    """Where the model is written (a normal sentence-transformers folder). Refused if it exists and is
+    not an embtune run, unless ``overwrite``."""
+    model: str = "default"
+    """Base model spec: ``default``, a local folder or a hub id."""
+    corpus: str | None = None
+    """Items that ``item_id`` columns refer to: a file with id + text, or a collection name."""
+    corpus_text_column: str = "text"
+    data_format: str = "auto"
+    """pairs, triplets, scored, classes, or auto (from the columns)."""
+    loss: str = "auto"
+    """mnrl (default for pairs/triplets), cached_mnrl, cosent (default for scored), cosine_similarity,
+    triplet, contrastive, batch_all_triplet (default for classes)."""
+    matryoshka_dims: list[int] = field(default_factory=list)
+    """Wrap the loss in MatryoshkaLoss at these dimensions (e.g. [384, 256, 128, 64]); empty: no."""
+    epochs: float = 1.0
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    scheduler: str = "linear"
+    precision: str = "auto"
+    """auto: bf16 on a GPU that supports it, else fp32. A CUDA-only choice on a CPU falls back with a warning."""
+    max_seq_length: int = 128
+    """Longer inputs are cut; 128 keeps CPU training fast (MedQuAD answers average ~790 characters)."""
+    no_duplicates_sampler: bool = True
+    """Keep equal texts out of one batch for in-batch-negative losses (they would be false negatives)."""
+    mini_batch_size: int = 32
+    """cached_mnrl only: the chunk size that bounds memory while the effective batch stays large."""
+    eval_each_epoch: bool = True
+    metric_for_best: str = "auto"
+    """The validation metric that picks the best checkpoint; auto: graded NDCG@10 at the smallest dimension."""
+    keep_best: bool = True
+    seed: int = 42
+    group_by: str = "auto"
+    """Split grouping column: auto = ``focus`` when present, else the anchor (query)."""
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+    relevance_threshold: float = 0.5
+    """Scored pairs: score ≥ threshold makes a positive (for mnrl and binary metrics)."""
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_target_modules: list[str] | None = None
+    """None: the attention query/value projections, found by name."""
+    max_steps: int = -1
+    save_total_limit: int = 2
+    resume: bool = False
+    """Continue from the last checkpoint in output_dir."""
+    overwrite: bool = False
+    collection: str | None = None
+    """The collection this run is trained for (the demos pick its newest finished run)."""
+    run_name: str | None = None
+    device: str = "auto"
+    forgetting_check: bool = True
+
+    def __post_init__(self) -> None:
+        def refuse(name: str, value: Any, allowed: str) -> None:
+            raise EmbtuneError(f"training config: {name}={value!r} is not allowed: {allowed}")
+
+        if not self.data:
+            refuse("data", self.data, "give a file, a dataset folder, labels:COLLECTION or bundled:catalogue")
+        if not self.output_dir:
+            refuse("output_dir", self.output_dir, "give a folder for the trained model")
+        if self.loss not in LOSSES:
+            refuse("loss", self.loss, ", ".join(LOSSES))
+        if self.data_format not in FORMATS:
+            refuse("data_format", self.data_format, ", ".join(FORMATS))
+        if self.precision not in PRECISIONS:
+            refuse("precision", self.precision, ", ".join(PRECISIONS))
+        if self.scheduler not in SCHEDULERS:
+            refuse("scheduler", self.scheduler, ", ".join(SCHEDULERS))
+        for name in ("batch_size", "gradient_accumulation_steps", "max_seq_length", "mini_batch_size", "lora_r",
+                     "lora_alpha", "save_total_limit"):
+            if int(getattr(self, name)) <= 0:
+                refuse(name, getattr(self, name), "a positive whole number")
+        if self.epochs <= 0:
+            refuse("epochs", self.epochs, "a positive number")
+        if not 0 < self.learning_rate < 1:
+            refuse("learning_rate", self.learning_rate, "a number between 0 and 1 (e.g. 2e-5)")
+        if not 0 <= self.warmup_ratio < 1:
+            refuse("warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
+        if not 0 <= self.relevance_threshold <= 1:
+            refuse("relevance_threshold", self.relevance_threshold, "a number in 0..1")
+        dims = [int(d) for d in self.matryoshka_dims]
+        if any(d <= 0 for d in dims):
+            refuse("matryoshka_dims", self.matryoshka_dims, "positive dimensions, e.g. [384, 256, 128, 64]")
+        self.matryoshka_dims = sorted(set(dims), reverse=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> TrainingConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(payload) - known)
+        if unknown:
+            raise EmbtuneError(f"training config: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        missing = [name for name in ("data", "output_dir") if name not in payload]
+        if missing:
+            raise EmbtuneError(f"training config: {missing[0]!r} is required")
+        return cls(**payload)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainingConfig:
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EmbtuneError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as exc:
+            raise EmbtuneError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        if not isinstance(payload, dict):
+            raise EmbtuneError(f"{path}: expected a JSON object of settings")
+        return cls.from_dict(payload)

@@ -1,0 +1,48 @@
+"""Which sentence-transformers loss fits which data format, and building it (Matryoshka-wrapped).
+
+The loss classes are sentence-transformers' own; this module only knows which columns each
+one reads, so a mismatch is refused up front with the list of losses that do fit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import EmbtuneError
+
+# format → losses that read it; the first is the default for ``loss: auto``.
+LOSSES_BY_FORMAT: dict[str, tuple[str, ...]] = {
+    "pairs": ("mnrl", "cached_mnrl"),
+    "triplets": ("mnrl", "cached_mnrl", "triplet"),
+    "scored": ("cosent", "cosine_similarity", "contrastive", "mnrl", "cached_mnrl"),
+    "classes": ("batch_all_triplet",),
+}
+# Losses that treat the other texts of a batch as negatives: duplicates in a batch hurt them.
+IN_BATCH_NEGATIVE_LOSSES = ("mnrl", "cached_mnrl")
+
+
+def choose_loss(requested: str, data_format: str) -> str:
+    fitting = LOSSES_BY_FORMAT[data_format]
+    if requested == "auto":
+        return fitting[0]
+    if requested not in fitting:
+        raise EmbtuneError(f"loss {requested!r} does not fit {data_format} data; losses that fit: {', '.join(fitting)}")
+    return requested
+
+
+def build_loss(name: str, model: Any, *, matryoshka_dims: list[int], mini_batch_size: int = 32) -> Any:
+    from sentence_transformers.sentence_transformer import losses
+
+    builders = {
+        "mnrl": lambda: losses.MultipleNegativesRankingLoss(model),
+        "cached_mnrl": lambda: losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size),
+        "cosent": lambda: losses.CoSENTLoss(model),
+        "cosine_similarity": lambda: losses.CosineSimilarityLoss(model),
+        "triplet": lambda: losses.TripletLoss(model),
+        "contrastive": lambda: losses.ContrastiveLoss(model),
+        "batch_all_triplet": lambda: losses.BatchAllTripletLoss(model),
+    }
+    loss = builders[name]()
+    if matryoshka_dims:
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(matryoshka_dims))
+    return loss

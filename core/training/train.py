@@ -1,0 +1,372 @@
+"""Fine-tuning: sentence-transformers' trainer, wrapped so a run is measured, recorded and safe.
+
+``train(config)`` loads and validates the data, splits it by group, trains with
+``SentenceTransformerTrainer`` (its losses, Matryoshka, NO_DUPLICATES batches, bf16, DDP,
+checkpoints and resume come from there), keeps the best epoch by a validation metric, and
+ends with the before/after table on the held-out test split plus the forgetting check on
+the bundled general set. The same call runs unchanged under ``torchrun``/``accelerate``:
+only rank 0 writes the model and the run record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.data.split import split_by_group
+from core.data.training_data import (
+    group_column_for,
+    load_training_data,
+    loss_dataset,
+    retrieval_set_for,
+)
+from core.device import resolve_device
+from core.errors import EmbtuneError
+from core.evaluate import RetrievalSet, compare_results, comparison_table, evaluate_retrieval, metric_name
+from core.progress import CancelToken
+from core.training.config import TrainingConfig
+from core.training.losses import IN_BATCH_NEGATIVE_LOSSES, build_loss, choose_loss
+from core.training.progress import ProgressBridge, TrainingProgress, TrainingProgressCallback
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "embtune_run.json"
+FORGETTING_TOLERANCE = 0.01  # NDCG@10 points (0..1 scale) the general set may lose before we warn
+
+
+@dataclass
+class TrainingResult:
+    run_name: str
+    status: str
+    output_dir: str
+    data_format: str
+    loss: str
+    split_sizes: dict[str, int]
+    data_report: dict[str, Any]
+    train_seconds: float = 0.0
+    epoch_metrics: list[dict[str, Any]] = field(default_factory=list)
+    before_after: list[dict[str, Any]] = field(default_factory=list)
+    table: str = ""
+    by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+    forgetting: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def train(
+    config: TrainingConfig,
+    *,
+    db: Any = None,
+    progress: TrainingProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    show_progress: bool = True,
+) -> TrainingResult:
+    """Run one fine-tune end to end; ``db`` (a ``storage.db.Database``) records it when given."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+
+    output_dir = Path(config.output_dir).expanduser().resolve()
+    _check_output_dir(output_dir, config)
+    run_name = config.run_name or f"{output_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    data = load_training_data(config.data, data_format=config.data_format, corpus=config.corpus,
+                              corpus_text_column=config.corpus_text_column, db=db)
+    loss_name = choose_loss(config.loss, data.data_format)
+    group = group_column_for(data.frame, config.group_by)
+    splits = split_by_group(data.frame, group, validation=config.validation_fraction, test=config.test_fraction,
+                            seed=config.seed, source=config.data)
+    warnings_list = list(data.report.warnings)
+    device, precision = _device_and_precision(config, warnings_list)
+
+    model = _load_trainable(config, device)
+    full_dim = _dimension(model)
+    too_large = [d for d in config.matryoshka_dims if d > full_dim]
+    if too_large:
+        raise EmbtuneError(f"matryoshka_dims {too_large} are larger than the model's dimension {full_dim}")
+    dims = config.matryoshka_dims or [full_dim]
+    retrieval = data.data_format != "classes"
+    validation_set = retrieval_set_for(splits.validation, data.corpus, "validation") if retrieval and \
+        len(splits.validation) else None
+    test_set = retrieval_set_for(splits.test, data.corpus, "test") if retrieval else None
+    metric_for_best = config.metric_for_best if config.metric_for_best != "auto" else \
+        metric_name(min(dims), "ndcg@10")
+
+    checkpoints = output_dir.parent / f".{output_dir.name}.checkpoints"
+    in_batch = loss_name in IN_BATCH_NEGATIVE_LOSSES
+    evaluate_epochs = config.eval_each_epoch and validation_set is not None
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        **_warmup(config.warmup_ratio),
+        lr_scheduler_type=config.scheduler,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        batch_sampler=BatchSamplers.NO_DUPLICATES if in_batch and config.no_duplicates_sampler
+        else BatchSamplers.BATCH_SAMPLER,
+        eval_strategy="epoch" if evaluate_epochs else "no",
+        save_strategy="epoch",
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=evaluate_epochs and config.keep_best,
+        metric_for_best_model=f"eval_{metric_for_best}" if evaluate_epochs else None,
+        greater_is_better=True,
+        logging_steps=max(1, min(50, _steps_per_epoch(len(splits.train), config) // 4 or 1)),
+        seed=config.seed,
+        report_to=[],
+        disable_tqdm=not show_progress,
+        save_only_model=False,
+        dataloader_drop_last=in_batch and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+    )
+    evaluator = _validation_evaluator(validation_set, dims, metric_for_best) if evaluate_epochs else None
+    bridge = ProgressBridge(progress=progress, cancel=cancel)
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args,
+        train_dataset=loss_dataset(splits.train, loss_name, data.data_format, config.relevance_threshold),
+        loss=build_loss(loss_name, model, matryoshka_dims=config.matryoshka_dims,
+                        mini_batch_size=config.mini_batch_size),
+        evaluator=evaluator, callbacks=[bridge],
+    )
+    if not show_progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict when the bar is off
+    is_main = trainer.is_world_process_zero()
+    runs = _run_store(db) if is_main else None
+    result = TrainingResult(run_name, "running", str(output_dir), data.data_format, loss_name, splits.sizes(),
+                            data.report.to_dict(), warnings=warnings_list)
+    if runs is not None:
+        runs.start(run_name, collection_name=config.collection, config=config.to_dict(),
+                   dataset_fingerprint=_fingerprint(data.frame), model_path=str(output_dir))
+        bridge.on_update = lambda snapshot: runs.update(run_name, progress=snapshot.to_dict())
+    started = time.perf_counter()
+    try:
+        resume = config.resume and any(checkpoints.glob("checkpoint-*"))
+        trainer.train(resume_from_checkpoint=True if resume else None)
+    except Exception as exc:
+        if runs is not None:
+            runs.update(run_name, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    result.train_seconds = time.perf_counter() - started
+    result.epoch_metrics = bridge.epoch_metrics
+    result.warnings += overfitting_warnings(bridge.epoch_metrics, f"eval_{metric_for_best}")
+    if cancel is not None and cancel.cancelled:
+        result.status = "cancelled"
+        if runs is not None:
+            runs.update(run_name, status="cancelled", epoch_metrics=result.epoch_metrics)
+        return result
+    if not is_main:
+        result.status = "done"
+        return result
+
+    tuned = _as_embedder(model, str(output_dir))
+    if test_set is not None:
+        _before_after(result, config, tuned, test_set, dims, device, runs)
+    if config.forgetting_check and retrieval:
+        _forgetting(result, config, tuned, device)
+    _save_model(model, output_dir, config, result)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    result.status = "done"
+    if runs is not None:
+        runs.update(run_name, status="done", epoch_metrics=result.epoch_metrics,
+                    before_after={"comparisons": result.before_after, "table": result.table,
+                                  "forgetting": result.forgetting, "warnings": result.warnings})
+    return result
+
+
+# -- pieces ------------------------------------------------------------------------------------
+
+
+def _warmup(ratio: float) -> dict[str, float]:
+    """transformers 5 takes the warm-up ratio as a float ``warmup_steps``; 4.x as ``warmup_ratio``."""
+    import transformers
+
+    return {"warmup_steps": ratio} if int(transformers.__version__.split(".")[0]) >= 5 else {"warmup_ratio": ratio}
+
+
+def _check_output_dir(output_dir: Path, config: TrainingConfig) -> None:
+    if not output_dir.exists() or not any(output_dir.iterdir()):
+        return
+    if (output_dir / RUN_FILE).exists() or config.overwrite:
+        return
+    raise EmbtuneError(f"output folder {output_dir} exists and is not an embtune run: choose another or --overwrite")
+
+
+def _device_and_precision(config: TrainingConfig, warnings_list: list[str]) -> tuple[str, str]:
+    import torch
+
+    try:
+        device = resolve_device(config.device)
+    except EmbtuneError as exc:
+        warnings_list.append(f"{exc}; training on the CPU instead")
+        logger.warning(warnings_list[-1])
+        device = "cpu"
+    precision = config.precision
+    on_cuda = device.startswith("cuda")
+    if precision == "auto":
+        precision = "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "fp32"
+    elif precision in ("bf16", "fp16") and not on_cuda:
+        warnings_list.append(f"precision {precision} needs a CUDA GPU here; training in fp32 on {device}")
+        logger.warning(warnings_list[-1])
+        precision = "fp32"
+    return device, precision
+
+
+def _load_trainable(config: TrainingConfig, device: str) -> Any:
+    from core.embedders import load_embedder
+
+    embedder = load_embedder(config.model, device=device, fallback=False, cache=False, reuse=False)
+    model = embedder.model
+    model.max_seq_length = config.max_seq_length
+    if config.lora:
+        from peft import LoraConfig, TaskType
+
+        targets = config.lora_target_modules or _attention_targets(model)
+        model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=config.lora_r,
+                                     lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                     target_modules=targets))
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if trainable == 0:
+            raise EmbtuneError(f"LoRA on {targets} left no trainable parameters")
+    return model
+
+
+def _attention_targets(model: Any) -> list[str]:
+    """The query/value projections by their usual names (BERT: query/value; Llama-style: q_proj/v_proj)."""
+    import torch
+
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    for pair in (["query", "value"], ["q_proj", "v_proj"], ["q", "v"], ["q_lin", "v_lin"]):
+        if set(pair) <= names:
+            return pair
+    raise EmbtuneError(f"cannot find attention projections for LoRA among {sorted(names)[:12]}: set "
+                       "lora_target_modules")
+
+
+def _dimension(model: Any) -> int:
+    from core.embedders.text import embedding_dimension
+
+    return embedding_dimension(model)
+
+
+def _steps_per_epoch(rows: int, config: TrainingConfig) -> int:
+    return max(1, rows // (config.batch_size * config.gradient_accumulation_steps))
+
+
+def _as_embedder(model: Any, model_id: str) -> Any:
+    from core.embedders.text import TextEmbedder
+
+    return TextEmbedder(model, model_id=model_id, spec=model_id, cache=None)
+
+
+def _before_after(result: TrainingResult, config: TrainingConfig, tuned: Any, test_set: RetrievalSet,
+                  dims: list[int], device: str, runs: Any) -> None:
+    from core.embedders import load_embedder
+
+    base = load_embedder(config.model, device=device, fallback=False, cache=False)
+    before = evaluate_retrieval(base, test_set, dimensions=dims)
+    after = evaluate_retrieval(tuned, test_set, dimensions=dims)
+    comparisons = compare_results(before, after)
+    result.before_after = [c.to_dict() for c in comparisons]
+    result.table = comparison_table(comparisons)
+    if test_set.query_kinds:
+        full = max(dims)
+        result.by_kind = {"before": before.by_kind("recall@3", full), "after": after.by_kind("recall@3", full)}
+    if runs is not None:
+        for label, evaluation, spec in (("before", before, config.model), ("after", after, result.output_dir)):
+            runs.save_evaluation(model_spec=spec, model_fingerprint=evaluation.model_fingerprint,
+                                 data_source=f"{config.data}#test ({label})", metrics=evaluation.metrics,
+                                 per_query=evaluation.per_query_rows(), run_name=result.run_name)
+
+
+def _forgetting(result: TrainingResult, config: TrainingConfig, tuned: Any, device: str) -> None:
+    from core.data.bundled import general_retrieval_set
+    from core.embedders import load_embedder
+
+    general = general_retrieval_set()
+    base = load_embedder(config.model, device=device, fallback=False, cache=False)
+    before = evaluate_retrieval(base, general).metric("ndcg@10")
+    after = evaluate_retrieval(tuned, general).metric("ndcg@10")
+    result.forgetting = {"data": general.name, "ndcg@10_before": before, "ndcg@10_after": after,
+                         "delta": after - before}
+    if after - before < -FORGETTING_TOLERANCE:
+        result.warnings.append(f"forgetting: NDCG@10 on the general set fell {before:.4f} → {after:.4f} "
+                               f"({(after - before) * 100:+.1f} points)")
+
+
+def overfitting_warnings(epoch_metrics: list[dict[str, Any]], metric: str) -> list[str]:
+    """Validation getting worse for two evaluations while training loss keeps falling."""
+    points = [m for m in epoch_metrics if metric in m and "train_loss" in m]
+    if len(points) < 3:
+        return []
+    last = points[-3:]
+    metric_falls = last[0][metric] > last[1][metric] > last[2][metric]
+    loss_falls = last[0]["train_loss"] > last[1]["train_loss"] > last[2]["train_loss"]
+    if metric_falls and loss_falls:
+        return [f"overfitting: {metric} fell for two evaluations ({last[0][metric]:.4f} → {last[2][metric]:.4f}) "
+                "while training loss kept falling; fewer epochs or more data"]
+    return []
+
+
+def _save_model(model: Any, output_dir: Path, config: TrainingConfig, result: TrainingResult) -> None:
+    """Write to a sibling temp folder, then swap it in, so a crash never leaves half a model."""
+    staging = output_dir.parent / f".{output_dir.name}.saving-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save(str(staging))
+    (staging / RUN_FILE).write_text(json.dumps({"config": config.to_dict(), "result": result.to_dict()},
+                                               ensure_ascii=False, indent=2), encoding="utf-8")
+    (staging / "before_after.md").write_text(result.table + "\n", encoding="utf-8")
+    retired = output_dir.parent / f".{output_dir.name}.retired-{os.getpid()}"
+    if output_dir.exists():
+        os.replace(output_dir, retired)
+    os.replace(staging, output_dir)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _run_store(db: Any) -> Any:
+    if db is None:
+        return None
+    from storage.db import RunStore
+
+    return RunStore(db)
+
+
+def _fingerprint(frame: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(frame.to_csv(index=False).encode("utf-8")).hexdigest()
+
+
+def _validation_evaluator(data: RetrievalSet, dims: list[int], primary: str) -> Any:
+    """Graded IR metrics on the validation split, in the shape the trainer's keep-best reads."""
+    from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+
+    class ValidationEvaluator(SentenceEvaluator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.primary_metric = primary
+            self.greater_is_better = True
+
+        def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1,
+                     ) -> dict[str, float]:
+            return dict(evaluate_retrieval(_as_embedder(model, "training"), data, dimensions=dims).metrics)
+
+    return ValidationEvaluator()
+
+
+__all__ = ["TrainingProgress", "TrainingResult", "overfitting_warnings", "train"]

@@ -1,0 +1,181 @@
+"""Fine-tuning on a tiny model: config checks, losses that fit, runs recorded, cancel, LoRA, the CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.embedders import load_embedder
+from core.errors import DataError, EmbtuneError
+from core.progress import CancelToken
+from core.training.config import TrainingConfig
+from core.training.train import overfitting_warnings, train
+from storage.db import Database, RunStore
+from tests.conftest import write_csv
+
+WORDS = ["chimney", "pipe", "drill", "garden", "hose", "paint", "труба", "дымоход"]
+
+
+def pairs_file(folder: Path, n: int = 48) -> Path:
+    rows = [["anchor", "positive"]]
+    for i in range(n):
+        a, b = WORDS[i % len(WORDS)], WORDS[(i * 3 + 1) % len(WORDS)]
+        rows.append([f"{a} {i}", f"{a} {b} item {i}"])
+    return write_csv(folder / "pairs.csv", rows)
+
+
+def config(tmp_path: Path, model: Path, **overrides) -> TrainingConfig:
+    values = {"data": str(pairs_file(tmp_path)), "output_dir": str(tmp_path / "out"), "model": str(model),
+              "epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "max_seq_length": 32,
+              "forgetting_check": False, "device": "cpu"}
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+def test_config_round_trips_and_refuses_bad_values(tmp_path: Path) -> None:
+    cfg = TrainingConfig(data="d.csv", output_dir="out", matryoshka_dims=[64, 384, 128])
+    assert cfg.matryoshka_dims == [384, 128, 64]
+    assert TrainingConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(EmbtuneError, match="unknown key 'epoch'"):
+        TrainingConfig.from_dict({"data": "d", "output_dir": "o", "epoch": 3})
+    with pytest.raises(EmbtuneError, match="loss='softmax' is not allowed"):
+        TrainingConfig(data="d", output_dir="o", loss="softmax")
+    with pytest.raises(EmbtuneError, match="batch_size=0"):
+        TrainingConfig(data="d", output_dir="o", batch_size=0)
+    (tmp_path / "c.json").write_text("{nope", encoding="utf-8")
+    with pytest.raises(EmbtuneError, match="not valid JSON"):
+        TrainingConfig.from_json(tmp_path / "c.json")
+
+
+def test_loss_that_does_not_fit_names_the_ones_that_do(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with pytest.raises(EmbtuneError, match="loss 'cosent' does not fit pairs data; losses that fit: mnrl, cached_mnrl"):
+        train(config(tmp_path, tiny_model_dir, loss="cosent"), show_progress=False)
+
+
+def test_matryoshka_dims_larger_than_model_are_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with pytest.raises(EmbtuneError, match=r"matryoshka_dims \[64\] are larger than the model's dimension 32"):
+        train(config(tmp_path, tiny_model_dir, matryoshka_dims=[64, 16]), show_progress=False)
+
+
+def test_foreign_output_folder_is_refused_unless_overwrite(tmp_path: Path, tiny_model_dir: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    with pytest.raises(EmbtuneError, match="exists and is not an embtune run"):
+        train(config(tmp_path, tiny_model_dir), show_progress=False)
+    assert (tmp_path / "out" / "precious.txt").exists()
+
+
+def test_empty_split_after_grouping_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    rows = [["anchor", "positive"]] + [["same query", f"item {i}"] for i in range(12)]
+    with pytest.raises(DataError, match="split is empty after grouping by 'anchor'"):
+        train(config(tmp_path, tiny_model_dir, data=str(write_csv(tmp_path / "one.csv", rows))),
+              show_progress=False)
+
+
+def test_scores_outside_unit_range_name_the_row(tmp_path: Path, tiny_model_dir: Path) -> None:
+    rows = [["query", "item", "score"]] + [[f"q{i}", f"item {i}", "0.5"] for i in range(12)] + [["q", "x", "1.7"]]
+    with pytest.raises(DataError, match=r"row 13: score .1\.7. is not a number in 0\.\.1"):
+        train(config(tmp_path, tiny_model_dir, data=str(write_csv(tmp_path / "s.csv", rows))), show_progress=False)
+
+
+def test_training_run_is_recorded_and_model_loads(tmp_path: Path, tiny_model_dir: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    snapshots = []
+    result = train(config(tmp_path, tiny_model_dir, matryoshka_dims=[32, 16], epochs=2, run_name="r1",
+                          collection="shop"), db=db, progress=snapshots.append, show_progress=False)
+    assert result.status == "done" and result.loss == "mnrl" and result.data_format == "pairs"
+    assert sum(result.split_sizes.values()) == 48
+    assert [m["epoch"] for m in result.epoch_metrics] == [1.0, 2.0]
+    assert {c["dimension"] for c in result.before_after} == {32, 16}
+    assert "| 16 |" in result.table
+    assert snapshots[-1].step == snapshots[-1].total_steps > 0
+    out = Path(result.output_dir)
+    assert (out / "embtune_run.json").exists() and (out / "README.md").exists()
+    assert not list(tmp_path.glob(".out.*"))  # checkpoints and staging cleaned up
+    tuned = load_embedder(str(out), device="cpu", cache=False)
+    base = load_embedder(str(tiny_model_dir), device="cpu", cache=False)
+    assert tuned.fingerprint != base.fingerprint
+    assert not np.allclose(tuned.encode(["chimney"]), base.encode(["chimney"]))
+    run = RunStore(db).get("r1")
+    assert run.status == "done" and run.collection_name == "shop" and run.config["epochs"] == 2
+    assert len(run.epoch_metrics) == 2 and run.before_after["table"] == result.table
+    assert run.dataset_fingerprint and run.finished_at is not None
+    # rerunning into our own folder is allowed (it is a run of ours)
+    assert train(config(tmp_path, tiny_model_dir, run_name="r2"), db=db, show_progress=False).status == "done"
+
+
+def test_cancel_from_another_thread_stops_training(tmp_path: Path, tiny_model_dir: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    token = CancelToken()
+    started = threading.Event()
+
+    def on_progress(snapshot) -> None:
+        if snapshot.step >= 1:
+            started.set()
+
+    watcher = threading.Thread(target=lambda: started.wait(60) and token.cancel())
+    watcher.start()
+    result = train(config(tmp_path, tiny_model_dir, epochs=50, run_name="c1", batch_size=4), db=db,
+                   progress=on_progress, cancel=token, show_progress=False)
+    watcher.join()
+    assert result.status == "cancelled"
+    assert RunStore(db).get("c1").status == "cancelled"
+    assert not (tmp_path / "out").exists()
+
+
+def test_lora_run_trains_an_adapter(tmp_path: Path, tiny_model_dir: Path) -> None:
+    result = train(config(tmp_path, tiny_model_dir, lora=True, lora_r=4, learning_rate=5e-3), show_progress=False)
+    out = Path(result.output_dir)
+    assert (out / "adapter_config.json").exists()
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and set(adapter["target_modules"]) == {"query", "value"}
+    tuned = load_embedder(str(out), device="cpu", cache=False)
+    trainable = [n for n, p in tuned.model.named_parameters() if "lora" in n]
+    assert trainable
+    base = load_embedder(str(tiny_model_dir), device="cpu", cache=False)
+    assert not np.allclose(tuned.encode(["chimney pipe"]), base.encode(["chimney pipe"]), atol=1e-6)
+
+
+def test_cuda_only_precision_falls_back_on_cpu(tmp_path: Path, tiny_model_dir: Path) -> None:
+    result = train(config(tmp_path, tiny_model_dir, precision="fp16"), show_progress=False)
+    assert result.status == "done"
+    assert any("precision fp16 needs a CUDA GPU" in w for w in result.warnings)
+
+
+def test_overfitting_alarm() -> None:
+    metrics = [{"eval_m": 0.5, "train_loss": 3.0}, {"eval_m": 0.45, "train_loss": 2.0},
+               {"eval_m": 0.4, "train_loss": 1.0}]
+    assert overfitting_warnings(metrics, "eval_m")
+    assert not overfitting_warnings(metrics[:2], "eval_m")
+    assert not overfitting_warnings([{**m, "eval_m": 0.4 + i * 0.05} for i, m in enumerate(metrics)], "eval_m")
+
+
+def test_cli_train_then_eval_compares_base_and_run(run_cli, tmp_path: Path, tiny_model_dir: Path) -> None:
+    data = pairs_file(tmp_path)
+    result = run_cli("train", "--data", str(data), "--output-dir", str(tmp_path / "model"), "--model",
+                     str(tiny_model_dir), "--epochs", "1", "--batch-size", "8", "--run-name", "cli-run",
+                     "--matryoshka-dims", "32,16", "--device", "cpu")
+    assert result.code == 0, result.err
+    assert "before → after on the test split" in result.out and "| 16 |" in result.out
+    eval_data = write_csv(tmp_path / "eval.csv", [["query", "item", "score"]] +
+                          [[f"{w} {i}", f"{w} item {i}", "1"] for i, w in enumerate(WORDS * 2)])
+    report = tmp_path / "report.json"
+    result = run_cli("eval", "--data", str(eval_data), "--model", str(tiny_model_dir), "--model", "run:cli-run",
+                     "--dims", "32,16", "--json", str(report), "--regressions", "3")
+    assert result.code == 0, result.err
+    assert "run:cli-run vs" in result.out
+    payload = json.loads(report.read_text())
+    assert len(payload["results"]) == 2 and payload["results"][1]["per_query"]
+    comparison = payload["comparisons"][f"run:cli-run vs {tiny_model_dir}"][0]
+    assert {"ci_low", "ci_high", "p_value", "verdict", "wins", "ties", "losses"} <= set(comparison)
+    assert report.with_suffix(".md").exists()
+
+
+def test_cli_train_config_errors_are_one_line(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "cfg.json").write_text(json.dumps({"data": "x.csv", "output_dir": "o", "lr": 1}), encoding="utf-8")
+    result = run_cli("train", str(tmp_path / "cfg.json"))
+    assert result.code == 1 and result.err.strip().startswith("error: training config: unknown key 'lr'")
