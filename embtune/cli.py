@@ -298,6 +298,72 @@ def eval_command(
         typer.echo(f"written: {json_out} and {json_out.with_suffix('.md')}")
 
 
+negatives_app = typer.Typer(help="Review mined hard negatives.", no_args_is_help=True)
+adapters_app = typer.Typer(help="LoRA adapters: list and merge.", no_args_is_help=True)
+app.add_typer(negatives_app, name="negatives")
+app.add_typer(adapters_app, name="adapters")
+
+
+@negatives_app.command("review")
+def negatives_review_command(
+    ctx: typer.Context,
+    run_or_file: Annotated[str, typer.Argument(help="run name, run folder or mined_negatives.jsonl")],
+    show_all: Annotated[bool, typer.Option("--all", help="list unflagged negatives too")] = False,
+    marks: Annotated[list[str] | None, typer.Option("--mark", help="N=relevant or N=not_relevant "
+                                                    "(N from the listing; repeatable)")] = None,
+) -> None:
+    """List the mined negatives flagged as suspicious; mark what a person decided."""
+    from dataclasses import replace
+
+    from core.adapters import adapter_folder
+    from core.data.augment import load_reviewed_negatives, save_reviewed_negatives
+
+    path = Path(run_or_file)
+    target = str(path) if path.exists() else str(adapter_folder(run_or_file, ctx.obj.database())[0])
+    mined = load_reviewed_negatives(target)
+    for mark in marks or []:
+        index, _, verdict = mark.partition("=")
+        if not index.isdigit() or int(index) >= len(mined) or verdict not in ("relevant", "not_relevant"):
+            raise EmbtuneError(f"--mark {mark!r} must be N=relevant or N=not_relevant with N in 0..{len(mined) - 1}")
+        mined[int(index)] = replace(mined[int(index)], review=verdict)
+    if marks:
+        save_reviewed_negatives(target, mined)
+    flagged = sum(1 for m in mined if m.flag)
+    typer.echo(f"{len(mined)} mined negatives, {flagged} flagged, "
+               f"{sum(1 for m in mined if m.review)} reviewed")
+    for index, m in enumerate(mined):
+        if show_all or m.flag or m.review:
+            typer.echo(f"{index:>5}  {m.flag or 'clean':<18} {m.review or '-':<13} pos {m.positive_score:.3f} "
+                       f"neg {m.negative_score:.3f}  {m.anchor!r} → {m.negative!r} (positive {m.positive!r})")
+
+
+@adapters_app.command("list")
+def adapters_list_command(ctx: typer.Context) -> None:
+    """LoRA adapters from training runs: base, rank, size on disk, evaluation."""
+    from core.adapters import list_adapters
+
+    adapters = list_adapters(ctx.obj.database())
+    if not adapters:
+        typer.echo("no LoRA runs yet: embtune train ... --lora")
+    for a in adapters:
+        ndcg = f"{a.ndcg10_after:.4f}" if a.ndcg10_after is not None else "-"
+        typer.echo(f"{a.run:<28} base={a.base} r={a.rank} alpha={a.alpha} size={a.size_bytes / 1024:.0f} KiB "
+                   f"ndcg@10 after={ndcg} status={a.status}  {a.path}")
+
+
+@adapters_app.command("merge")
+def adapters_merge_command(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="run name or adapter folder")],
+    out: Annotated[Path, typer.Option("--out", help="new folder for the merged model")],
+    base: Annotated[str | None, typer.Option("--base", help="base model (default: the run's)")] = None,
+) -> None:
+    """Merge an adapter into its base: a plain sentence-transformers folder that loads without peft."""
+    from core.adapters import merge_adapter
+
+    typer.echo(f"merged model: {merge_adapter(run, out, db=ctx.obj.database(), base=base)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user mistakes become one ``error:`` line and exit code 1."""
     try:

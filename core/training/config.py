@@ -68,6 +68,15 @@ class TrainingConfig:
     test_fraction: float = 0.2
     relevance_threshold: float = 0.5
     """Scored pairs: score ≥ threshold makes a positive (for mnrl and binary metrics)."""
+    augment_typos: int = 0
+    """Typo'd variants added per training query (split/merge words, swaps, keyboard slips, look-alikes); 0: off."""
+    hard_negatives: int = 0
+    """Negatives mined per training pair with the base model (mnrl losses); 0: in-batch negatives only."""
+    negative_margin: float = 0.05
+    """A mined negative within this fraction of the positive's score is flagged and not trained on."""
+    use_flagged_negatives: bool = False
+    negatives_file: str | None = None
+    """A reviewed mined_negatives.jsonl (from an earlier run) to train with instead of mining anew."""
     lora: bool = False
     lora_r: int = 8
     lora_alpha: int = 16
@@ -113,6 +122,10 @@ class TrainingConfig:
             refuse("warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
         if not 0 <= self.relevance_threshold <= 1:
             refuse("relevance_threshold", self.relevance_threshold, "a number in 0..1")
+        if self.augment_typos < 0 or self.hard_negatives < 0:
+            refuse("augment_typos/hard_negatives", (self.augment_typos, self.hard_negatives), "0 or more")
+        if not 0 <= self.negative_margin < 1:
+            refuse("negative_margin", self.negative_margin, "a number in [0, 1)")
         dims = [int(d) for d in self.matryoshka_dims]
         if any(d <= 0 for d in dims):
             refuse("matryoshka_dims", self.matryoshka_dims, "positive dimensions, e.g. [384, 256, 128, 64]")

@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from core.data.split import split_by_group
 from core.data.training_data import (
@@ -37,6 +40,7 @@ from core.training.progress import ProgressBridge, TrainingProgress, TrainingPro
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "embtune_run.json"
+NEGATIVES_FILE = "mined_negatives.jsonl"
 FORGETTING_TOLERANCE = 0.01  # NDCG@10 points (0..1 scale) the general set may lose before we warn
 
 
@@ -56,6 +60,7 @@ class TrainingResult:
     by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
     forgetting: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    mined_negatives: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,11 +138,17 @@ def train(
         save_only_model=False,
         dataloader_drop_last=in_batch and int(os.environ.get("WORLD_SIZE", "1")) > 1,
     )
+    train_frame, mined = _prepare_training_frame(splits.train, data.corpus, config, model, loss_name)
+    if mined:
+        result_flags = sum(1 for m in mined if m.flag)
+        used = "used" if config.use_flagged_negatives else "not used"
+        warnings_list.append(f"hard negatives: {len(mined)} mined, {result_flags} flagged as too close to the "
+                             f"positive or labelled relevant ({used})")
     evaluator = _validation_evaluator(validation_set, dims, metric_for_best) if evaluate_epochs else None
     bridge = ProgressBridge(progress=progress, cancel=cancel)
     trainer = SentenceTransformerTrainer(
         model=model, args=args,
-        train_dataset=loss_dataset(splits.train, loss_name, data.data_format, config.relevance_threshold),
+        train_dataset=loss_dataset(train_frame, loss_name, data.data_format, config.relevance_threshold),
         loss=build_loss(loss_name, model, matryoshka_dims=config.matryoshka_dims,
                         mini_batch_size=config.mini_batch_size),
         evaluator=evaluator, callbacks=[bridge],
@@ -150,6 +161,7 @@ def train(
     runs = _run_store(db) if is_main else None
     result = TrainingResult(run_name, "running", str(output_dir), data.data_format, loss_name, splits.sizes(),
                             data.report.to_dict(), warnings=warnings_list)
+    result.mined_negatives = [m.to_dict() for m in mined]
     if runs is not None:
         runs.start(run_name, collection_name=config.collection, config=config.to_dict(),
                    dataset_fingerprint=_fingerprint(data.frame), model_path=str(output_dir))
@@ -190,6 +202,44 @@ def train(
 
 
 # -- pieces ------------------------------------------------------------------------------------
+
+
+def _prepare_training_frame(frame: Any, corpus: dict[str, str], config: TrainingConfig, model: Any,
+                            loss_name: str) -> tuple[Any, list[Any]]:
+    """The training split with typo variants and (usable) mined negatives added, as configured."""
+    from core.data.augment import augment_with_typos, load_reviewed_negatives, mine_negatives, negatives_frame
+
+    frame = augment_with_typos(frame, config.augment_typos, seed=config.seed)
+    if not (config.hard_negatives or config.negatives_file):
+        return frame, []
+    if loss_name not in IN_BATCH_NEGATIVE_LOSSES:
+        raise EmbtuneError(f"hard negatives need an mnrl loss (got {loss_name})")
+    if "score" in frame.columns:
+        frame = frame[frame["score"].astype(float) >= config.relevance_threshold]
+    if config.negatives_file:
+        mined = load_reviewed_negatives(config.negatives_file)
+    else:
+        mined = mine_negatives(model, frame, list(corpus.values()), num_negatives=config.hard_negatives,
+                               relative_margin=config.negative_margin, relevance_threshold=config.relevance_threshold)
+    triplets = negatives_frame(mined, include_flagged=config.use_flagged_negatives)
+    confirmed = [m for m in mined if m.review == "relevant"]  # a reviewer found a right answer: train on it
+    extra_positives = [{"anchor": m.anchor, "positive": m.negative} for m in confirmed]
+    pairs = frame[["anchor", "positive"]].drop_duplicates()
+    if extra_positives:
+        pairs = pd.concat([pairs, pd.DataFrame(extra_positives)], ignore_index=True)
+    covered = set(zip(triplets["anchor"], triplets["positive"], strict=True))
+    uncovered = pairs[[(a, p) not in covered for a, p in zip(pairs["anchor"], pairs["positive"], strict=True)]]
+    # Rows with no usable negative still train; a random corpus item stands in as their negative.
+    rng = random.Random(config.seed)
+    relevant = frame.groupby("anchor")["positive"].agg(set).to_dict()
+    texts = list(corpus.values())
+    fillers = []
+    for anchor, positive in uncovered.itertuples(index=False):
+        candidates = [t for t in rng.sample(texts, min(len(texts), 20)) if t not in relevant.get(anchor, set())
+                      and t != positive]
+        if candidates:
+            fillers.append({"anchor": anchor, "positive": positive, "negative": candidates[0]})
+    return pd.concat([triplets, pd.DataFrame(fillers)], ignore_index=True), mined
 
 
 def _warmup(ratio: float) -> dict[str, float]:
@@ -331,6 +381,10 @@ def _save_model(model: Any, output_dir: Path, config: TrainingConfig, result: Tr
     (staging / RUN_FILE).write_text(json.dumps({"config": config.to_dict(), "result": result.to_dict()},
                                                ensure_ascii=False, indent=2), encoding="utf-8")
     (staging / "before_after.md").write_text(result.table + "\n", encoding="utf-8")
+    if result.mined_negatives:
+        with open(staging / NEGATIVES_FILE, "w", encoding="utf-8") as handle:
+            for mined in result.mined_negatives:
+                handle.write(json.dumps(mined, ensure_ascii=False) + "\n")
     retired = output_dir.parent / f".{output_dir.name}.retired-{os.getpid()}"
     if output_dir.exists():
         os.replace(output_dir, retired)
