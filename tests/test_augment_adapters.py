@@ -134,12 +134,12 @@ def test_merged_adapter_equals_adapter_model_and_loads_without_peft(lora_run, tm
 
 
 def test_adapter_of_wrong_base_and_missing_files(lora_run, tmp_path: Path, tiny_model_dir_48: Path) -> None:
-    _, db, result = lora_run
+    _, _db, result = lora_run
     with pytest.raises(EmbtuneError, match="does not fit base"):
         merge_adapter(result.output_dir, tmp_path / "x", base=str(tiny_model_dir_48))
     assert not (tmp_path / "x").exists()
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "adapter_config.json").write_text(json.dumps({"r": 4}))
-    with pytest.raises(ModelLoadError, match="adapter_model.safetensors is missing"):
+    with pytest.raises(ModelLoadError, match=r"adapter_model\.safetensors is missing"):
         merge_adapter(str(broken), tmp_path / "y")
