@@ -243,8 +243,12 @@ def train_command(
     payload["overwrite"] = overwrite or payload.get("overwrite", False)
     config = TrainingConfig.from_dict(payload)
     result = train(config, db=ctx.obj.database(), show_progress=sys.stderr.isatty())
-    typer.echo(f"run {result.run_name}: {result.status} in {result.train_seconds:.0f} s "
-               f"({result.data_format} data, {result.loss} loss, splits {result.split_sizes})")
+    where = f" [rank {result.rank}/{result.world_size}]" if result.world_size > 1 else ""
+    typer.echo(f"run {result.run_name}{where}: {result.status} in {result.train_seconds:.0f} s, "
+               f"{result.global_steps} steps ({result.data_format} data, {result.loss} loss, "
+               f"splits {result.split_sizes})")
+    if result.rank != 0:
+        return  # rank 0 reports and writes
     if result.table:
         typer.echo("\nbefore → after on the test split:\n" + result.table)
     if result.by_kind:

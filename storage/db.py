@@ -10,6 +10,7 @@ not in a UI session.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -173,7 +174,12 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:
-            Base.metadata.create_all(self.engine)
+            try:
+                Base.metadata.create_all(self.engine)
+            except SQLAlchemyError:
+                # Two processes (e.g. torchrun ranks) creating the schema at once: the loser retries.
+                time.sleep(0.5)
+                Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise StorageError(f"cannot connect to database {display_url(url)}: {reason}") from exc

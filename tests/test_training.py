@@ -179,3 +179,53 @@ def test_cli_train_config_errors_are_one_line(run_cli, tmp_path: Path) -> None:
     (tmp_path / "cfg.json").write_text(json.dumps({"data": "x.csv", "output_dir": "o", "lr": 1}), encoding="utf-8")
     result = run_cli("train", str(tmp_path / "cfg.json"))
     assert result.code == 1 and result.err.strip().startswith("error: training config: unknown key 'lr'")
+
+
+def test_torchrun_two_cpu_processes_train_and_rank_zero_writes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    data = pairs_file(tmp_path, n=64)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EMBTUNE_HOME": str(tmp_path / "ws"), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "embtune", "train", "--data", str(data), "--output-dir",
+               str(tmp_path / "ddp"), "--model", str(tiny_model_dir), "--epochs", "1", "--batch-size", "8",
+               "--run-name", "ddp", "--device", "cpu"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("run ddp")]
+    assert len(lines) == 2, done.stdout
+    assert any("[rank 0/2]" in line for line in lines) and any("[rank 1/2]" in line for line in lines)
+    steps = {line.split(" steps")[0].rsplit(" ", 1)[-1] for line in lines}
+    assert len(steps) == 1 and int(steps.pop()) > 0  # both ranks took the same global steps
+    assert (tmp_path / "ddp" / "embtune_run.json").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ddp")] == []
+    assert done.stdout.count("before → after on the test split") == 1  # only rank 0 reports and writes
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
+    token = CancelToken()
+
+    def cancel_after_two_steps(snapshot) -> None:
+        if snapshot.step >= 2:
+            token.cancel()
+
+    first = train(config(tmp_path, tiny_model_dir, epochs=2, batch_size=4, run_name="res"),
+                  progress=cancel_after_two_steps, cancel=token, show_progress=False)
+    assert first.status == "cancelled" and 2 <= first.global_steps < 10
+    assert list((tmp_path / ".out.checkpoints").glob("checkpoint-*"))
+    steps_seen = []
+    second = train(config(tmp_path, tiny_model_dir, epochs=2, batch_size=4, run_name="res", resume=True),
+                   progress=lambda s: steps_seen.append(s.step), show_progress=False)
+    assert second.status == "done"
+    assert min(steps_seen) >= first.global_steps  # it did not start again from step 0
+    assert second.global_steps > first.global_steps

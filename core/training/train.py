@@ -61,6 +61,9 @@ class TrainingResult:
     forgetting: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     mined_negatives: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0
+    world_size: int = 1
+    global_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,6 +178,8 @@ def train(
             runs.update(run_name, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     result.train_seconds = time.perf_counter() - started
+    result.rank, result.world_size = trainer.args.process_index, trainer.args.world_size
+    result.global_steps = int(trainer.state.global_step)
     result.epoch_metrics = bridge.epoch_metrics
     result.warnings += overfitting_warnings(bridge.epoch_metrics, f"eval_{metric_for_best}")
     if cancel is not None and cancel.cancelled:
