@@ -247,6 +247,11 @@ def evaluate_retrieval(
         metrics: dict[str, float] = {}
         per_query: dict[int, dict[str, dict[str, float]]] = {}
         rankings: dict[int, dict[str, list[tuple[str, float]]]] = {}
+        spearman: dict[int, float] = {}
+        query_position = {q: n for n, q in enumerate(query_ids)}
+        item_position = {i: n for n, i in enumerate(item_ids)}
+        judged = [(query_position[q], item_position[i], s) for q, items in data.qrels.items() for i, s in
+                  items.items()] if _graded(data) else []
         for dimension in dimensions:
             runs = _rank(_cut(query_vectors, dimension), _cut(corpus_vectors, dimension), query_ids, item_ids)
             per_query[dimension] = trec_metrics(data.qrels, runs, relevance_threshold)
@@ -254,12 +259,29 @@ def evaluate_retrieval(
                 metrics[metric_name(dimension, metric)] = float(np.mean(list(values.values())))
             rankings[dimension] = {q: sorted(run.items(), key=lambda pair: -pair[1])[:KEPT_RANKING]
                                    for q, run in runs.items()}
+            if judged:
+                spearman[dimension] = _spearman(_cut(query_vectors, dimension), _cut(corpus_vectors, dimension),
+                                                judged)
+                metrics[metric_name(dimension, "spearman")] = spearman[dimension]
             reporter.advance(1, f"dimension {dimension}")
     return EvaluationResult(
         model_id=embedder.model_id, model_fingerprint=getattr(embedder, "fingerprint", ""),
         data_name=data.name, dimensions=dimensions, metrics=metrics, per_query=per_query, rankings=rankings,
-        query_kinds=dict(data.query_kinds), relevance_threshold=relevance_threshold,
+        query_kinds=dict(data.query_kinds), relevance_threshold=relevance_threshold, spearman=spearman,
     )
+
+
+def _graded(data: RetrievalSet) -> bool:
+    """Spearman of cosine vs score only means something when the scores vary."""
+    return len({s for items in data.qrels.values() for s in items.values()}) > 1
+
+
+def _spearman(queries: np.ndarray, corpus: np.ndarray, judged: list[tuple[int, int, float]]) -> float:
+    from scipy.stats import spearmanr
+
+    rows, cols, scores = zip(*judged, strict=True)
+    cosines = np.einsum("ij,ij->i", queries[list(rows)], corpus[list(cols)])
+    return float(spearmanr(cosines, scores).statistic)
 
 
 def _cut(vectors: np.ndarray, dimension: int) -> np.ndarray:

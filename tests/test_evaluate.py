@@ -170,3 +170,12 @@ def test_bad_evaluation_files(tmp_path: Path, rows: list[list[str]], message: st
 def test_medquad_dev_set_loads_from_shared() -> None:
     data = load_retrieval_set(SHARED_DATA / "medquad")
     assert len(data.queries) == 300 and len(data.corpus) == 572
+
+
+def test_spearman_of_cosine_against_graded_scores(tiny_model_dir: Path, small_set: RetrievalSet) -> None:
+    embedder = load_embedder(str(tiny_model_dir), device="cpu")
+    result = evaluate_retrieval(embedder, small_set, dimensions=[32, 8])
+    assert set(result.spearman) == {32, 8}
+    assert -1.0 <= result.metrics["dim_8_spearman"] <= 1.0
+    binary = RetrievalSet("b", dict(QUERIES), dict(CORPUS), {q: {i: 1.0 for i in j} for q, j in QRELS.items()})
+    assert evaluate_retrieval(embedder, binary).spearman == {}

@@ -181,17 +181,24 @@ def test_cli_train_config_errors_are_one_line(run_cli, tmp_path: Path) -> None:
     assert result.code == 1 and result.err.strip().startswith("error: training config: unknown key 'lr'")
 
 
-def test_torchrun_two_cpu_processes_train_and_rank_zero_writes(tmp_path: Path, tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_cpu_processes_train_and_rank_zero_writes(tmp_path: Path, tiny_model_dir: Path, launcher: str) -> None:
     import os
     import subprocess
     import sys
 
     data = pairs_file(tmp_path, n=64)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EMBTUNE_HOME": str(tmp_path / "ws"), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "embtune", "train", "--data", str(data), "--output-dir",
-               str(tmp_path / "ddp"), "--model", str(tiny_model_dir), "--epochs", "1", "--batch-size", "8",
-               "--run-name", "ddp", "--device", "cpu"]
+    port = str(_free_port())
+    # accelerate has no multi-process CPU mode without MPI; its --multi_gpu launcher starts the ranks and
+    # embtune trains them on the CPU with gloo when no GPU is there.
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port] \
+        if launcher == "torchrun" else \
+        [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port]
+    command = [*launch, "-m", "embtune", "train", "--data", str(data), "--output-dir", str(tmp_path / "ddp"),
+               "--model", str(tiny_model_dir), "--epochs", "1", "--batch-size", "8", "--run-name", "ddp",
+               "--device", "cpu"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("run ddp")]
@@ -229,3 +236,53 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path, tiny_model_di
     assert second.status == "done"
     assert min(steps_seen) >= first.global_steps  # it did not start again from step 0
     assert second.global_steps > first.global_steps
+
+
+@pytest.mark.parametrize(
+    ("rows", "loss", "data_format"),
+    [
+        ([["anchor", "positive", "negative"]] + [[f"{w} {i}", f"{w} thing {i}", f"other {i}"]
+                                                 for i, w in enumerate(WORDS * 3)], "triplet", "triplets"),
+        ([["anchor", "positive", "negative"]] + [[f"{w} {i}", f"{w} thing {i}", f"other {i}"]
+                                                 for i, w in enumerate(WORDS * 3)], "cached_mnrl", "triplets"),
+        ([["sentence1", "sentence2", "score"]] + [[f"{w} {i}", f"{w} x {i}", str((i % 5) / 4)]
+                                                  for i, w in enumerate(WORDS * 3)], "auto", "scored"),
+        ([["query", "item", "score"]] + [[f"{w} {i}", f"{w} x {i}", str((i % 2) * 1.0)]
+                                         for i, w in enumerate(WORDS * 3)], "contrastive", "scored"),
+        ([["text", "label"]] + [[f"{w} {i}", w] for i, w in enumerate(WORDS * 4)], "auto", "classes"),
+    ],
+    ids=["triplet", "cached-mnrl", "cosent-auto", "contrastive", "batch-all-triplet"],
+)
+def test_each_loss_trains_on_its_format(tmp_path: Path, tiny_model_dir: Path, rows, loss: str,
+                                        data_format: str) -> None:
+    data = write_csv(tmp_path / "data.csv", rows)
+    result = train(config(tmp_path, tiny_model_dir, data=str(data), loss=loss, mini_batch_size=4),
+                   show_progress=False)
+    assert result.status == "done" and result.data_format == data_format
+    assert result.loss == {"auto": {"scored": "cosent", "classes": "batch_all_triplet"}.get(data_format),
+                           }.get(loss, loss)
+
+
+def test_hugging_face_dataset_folder_and_stored_labels_are_sources(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import datasets
+
+    folder = tmp_path / "hf"
+    datasets.Dataset.from_dict({"anchor": [f"{w} {i}" for i, w in enumerate(WORDS * 4)],
+                                "positive": [f"{w} item {i}" for i, w in enumerate(WORDS * 4)]}).save_to_disk(folder)
+    assert train(config(tmp_path, tiny_model_dir, data=str(folder)), show_progress=False).status == "done"
+
+    from core.indexing import index_file
+    from storage.workspace import Workspace
+
+    workspace = Workspace.open(tmp_path / "ws")
+    db = Database(workspace.db_url())
+    items = write_csv(tmp_path / "items.csv", [["id", "name"]] + [[f"P{i}", f"{w} item {i}"]
+                                                                  for i, w in enumerate(WORDS * 4)])
+    index_file(items, collection="shop", text_column="name", id_column="id", workspace=workspace, db=db,
+               model=str(tiny_model_dir))
+    db.add_labels([{"collection_name": "shop", "query": f"{w} {i}", "item_key": f"P{i}", "score": 1.0,
+                    "annotator": annotator} for i, w in enumerate(WORDS * 4) for annotator in ("ana", "bo")])
+    result = train(config(tmp_path, tiny_model_dir, data="labels:shop", output_dir=str(tmp_path / "from-labels")),
+                   db=db, show_progress=False)
+    assert result.status == "done" and result.data_format == "scored"
+    assert result.data_report["rows"] == 32  # two annotators on one pair count once
