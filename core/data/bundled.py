@@ -32,3 +32,12 @@ def catalogue_retrieval_set() -> RetrievalSet:
 def general_retrieval_set() -> RetrievalSet:
     """The small general-domain set the forgetting check runs on."""
     return load_retrieval_set(GENERAL_DIR, name="general")
+
+
+def bundled_retrieval_set(spec: str) -> RetrievalSet:
+    """``bundled:general``, ``bundled:catalogue`` or a retrieval folder/pairs file."""
+    if spec == "bundled:general":
+        return general_retrieval_set()
+    if spec == "bundled:catalogue":
+        return catalogue_retrieval_set()
+    return load_retrieval_set(spec)

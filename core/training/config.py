@@ -93,6 +93,11 @@ class TrainingConfig:
     run_name: str | None = None
     device: str = "auto"
     forgetting_check: bool = True
+    forgetting_data: str = "bundled:general"
+    """The out-of-domain set for the forgetting check: bundled:general, bundled:catalogue or a retrieval folder/file."""
+    test_data: str | None = None
+    """A separate retrieval set (folder of corpus/queries/qrels, or pairs file) for the before/after table;
+    default: the held-out test split of ``data``."""
 
     def __post_init__(self) -> None:
         def refuse(name: str, value: Any, allowed: str) -> None:

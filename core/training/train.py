@@ -105,7 +105,7 @@ def train(
     retrieval = data.data_format != "classes"
     validation_set = retrieval_set_for(splits.validation, data.corpus, "validation") if retrieval and \
         len(splits.validation) else None
-    test_set = retrieval_set_for(splits.test, data.corpus, "test") if retrieval else None
+    test_set = _test_set(config, splits.test, data.corpus) if retrieval else None
     metric_for_best = config.metric_for_best if config.metric_for_best != "auto" else \
         metric_name(min(dims), "ndcg@10")
 
@@ -247,6 +247,14 @@ def _prepare_training_frame(frame: Any, corpus: dict[str, str], config: Training
     return pd.concat([triplets, pd.DataFrame(fillers)], ignore_index=True), mined
 
 
+def _test_set(config: TrainingConfig, test_split: Any, corpus: dict[str, str]) -> RetrievalSet | None:
+    if config.test_data:
+        from core.evaluate import load_retrieval_set
+
+        return load_retrieval_set(config.test_data, corpus=corpus if not Path(config.test_data).is_dir() else None)
+    return retrieval_set_for(test_split, corpus, "test") if len(test_split) else None
+
+
 def _warmup(ratio: float) -> dict[str, float]:
     """transformers 5 takes the warm-up ratio as a float ``warmup_steps``; 4.x as ``warmup_ratio``."""
     import transformers
@@ -350,10 +358,10 @@ def _before_after(result: TrainingResult, config: TrainingConfig, tuned: Any, te
 
 
 def _forgetting(result: TrainingResult, config: TrainingConfig, tuned: Any, device: str) -> None:
-    from core.data.bundled import general_retrieval_set
+    from core.data.bundled import bundled_retrieval_set
     from core.embedders import load_embedder
 
-    general = general_retrieval_set()
+    general = bundled_retrieval_set(config.forgetting_data)
     base = load_embedder(config.model, device=device, fallback=False, cache=False)
     before = evaluate_retrieval(base, general).metric("ndcg@10")
     after = evaluate_retrieval(tuned, general).metric("ndcg@10")
