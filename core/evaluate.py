@@ -27,6 +27,7 @@ from core.data.formats import read_table
 from core.data.validate import require_columns
 from core.errors import DataError, EmbtuneError
 from core.progress import CancelToken, ProgressCallback, ProgressReporter
+from core.stats import paired_difference
 
 RELEVANCE_THRESHOLD = 0.5
 METRICS = ("ndcg@10", "ndcg@10_binary", "mrr@10", "recall@1", "recall@3", "recall@10", "map@100")
@@ -352,8 +353,6 @@ def compare_results(a: EvaluationResult, b: EvaluationResult, *, metrics: Sequen
 
     "better"/"worse" only when the whole interval is above/below zero; otherwise "not proven".
     """
-    from scipy.stats import bootstrap, permutation_test
-
     shared_dims = [d for d in a.dimensions if d in b.dimensions]
     if not shared_dims:
         raise EmbtuneError(f"{a.model_id} and {b.model_id} were evaluated at no common dimension")
@@ -365,23 +364,12 @@ def compare_results(a: EvaluationResult, b: EvaluationResult, *, metrics: Sequen
             if len(query_ids) != len(values_a) or len(query_ids) != len(values_b):
                 raise EmbtuneError(f"{a.model_id} and {b.model_id} were evaluated on different queries "
                                    f"({len(values_a)} vs {len(values_b)}); compare on the same data")
-            x = np.array([values_a[q] for q in query_ids])
-            y = np.array([values_b[q] for q in query_ids])
-            diff = y - x
-            wins, losses = int((diff > 1e-12).sum()), int((diff < -1e-12).sum())
-            if np.allclose(diff, 0.0):
-                low = high = 0.0
-                p_value = 1.0
-            else:
-                rng = np.random.default_rng(seed)
-                interval = bootstrap((diff,), np.mean, n_resamples=resamples, confidence_level=confidence,
-                                     method="percentile", rng=rng).confidence_interval
-                low, high = float(interval.low), float(interval.high)
-                p_value = float(permutation_test((x, y), lambda u, v: np.mean(v - u), permutation_type="samples",
-                                                 n_resamples=resamples, rng=np.random.default_rng(seed)).pvalue)
-            verdict = "better" if low > 0 else "worse" if high < 0 else "not proven"
-            comparisons.append(Comparison(dimension, metric, float(x.mean()), float(y.mean()), float(diff.mean()),
-                                          low, high, p_value, wins, len(diff) - wins - losses, losses, verdict))
+            stats = paired_difference(np.array([values_a[q] for q in query_ids]),
+                                      np.array([values_b[q] for q in query_ids]),
+                                      resamples=resamples, seed=seed, confidence=confidence)
+            comparisons.append(Comparison(dimension, metric, stats.mean_a, stats.mean_b, stats.delta, stats.ci_low,
+                                          stats.ci_high, stats.p_value, stats.wins, stats.ties, stats.losses,
+                                          stats.verdict))
     return comparisons
 
 

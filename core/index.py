@@ -335,8 +335,7 @@ class Collection:
         *,
         filter: Filter | None = None,
     ) -> list[list[SearchHit]]:
-        if not isinstance(k, int) or k <= 0:
-            raise CollectionError(f"k must be a positive whole number, got {k!r}")
+        check_k(k)
         vectors = self._query_vectors(queries)
         if not self._ids:
             return [[] for _ in range(len(vectors))]
@@ -535,6 +534,12 @@ class Collection:
             "vector_bytes": int(self._vectors.nbytes),
             "bytes_on_disk": on_disk,
         }
+
+
+def check_k(k: object) -> None:
+    """How many results: a positive whole number (checked before any model is loaded)."""
+    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+        raise CollectionError(f"k must be a positive whole number, got {k!r}")
 
 
 def _exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from core.data.formats import read_table
 from core.data.validate import validate_items
 from core.embedders import TextEmbedder, load_embedder
 from core.errors import CollectionError, DimensionMismatchError
-from core.index import Collection, Filter, SearchHit
+from core.index import Collection, Filter, SearchHit, check_k
 from core.progress import CancelToken, ProgressCallback
 from storage.db import Database
 from storage.workspace import Workspace
@@ -152,8 +152,7 @@ def search_collection(
     k: int = 5,
     filter: Filter | None = None,
 ) -> list[SearchHit]:
-    if not isinstance(k, int) or k <= 0:
-        raise CollectionError(f"k must be a positive whole number, got {k!r}")
+    check_k(k)
     if not query or not query.strip():
         raise CollectionError("the query is empty")
     return open_collection(name, workspace=workspace, db=db).search(query.strip(), k, filter=filter)

@@ -63,7 +63,7 @@ def test_collections_lists_size_model_dimension_kind(indexed, run_cli, tiny_mode
 
 
 def test_embed_shows_model_dimension_norm_time_and_cache(run_cli, tiny_model_dir: Path) -> None:
-    result = run_cli("embed", "chimney", "--model", str(tiny_model_dir), "--repeat", "2")
+    result = run_cli("embed", "a text only this test embeds", "--model", str(tiny_model_dir), "--repeat", "2")
     assert result.code == 0, result.err
     assert "dimension:  32" in result.out and "norm:       1.000000" in result.out
     assert "cache hit: no" in result.out and "cache hit: yes" in result.out

@@ -73,7 +73,7 @@ def test_every_dimension_has_named_means_and_per_query_values(tiny_model_dir: Pa
     embedder = load_embedder(str(tiny_model_dir), device="cpu")
     result = evaluate_retrieval(embedder, small_set, dimensions=[32, 16, 8])
     assert result.dimensions == [32, 16, 8]
-    assert {f"dim_{d}_{m}" for d in (32, 16, 8) for m in METRICS} == set(result.metrics)
+    assert {f"dim_{d}_{m}" for d in (32, 16, 8) for m in (*METRICS, "spearman")} == set(result.metrics)
     assert len(result.per_query_rows()) == 3 * len(METRICS) * len(QUERIES)
     for dimension in (32, 16, 8):
         assert np.mean(list(result.per_query[dimension]["ndcg@10"].values())) == pytest.approx(

@@ -1,0 +1,61 @@
+"""Paired statistics: is B really better than A on the same items, or is it noise?
+
+One place for the numbers every comparison in embtune reports (IR evaluations per query,
+LLM bench metrics per prompt): the mean difference with a seeded paired-bootstrap interval,
+a permutation-test p-value, a sign-test p-value, wins/ties/losses, and a verdict that says
+"better"/"worse" only when the whole interval is on one side of zero. The resampling is
+scipy's, not hand-written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+TIE_TOLERANCE = 1e-12
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    n: int
+    mean_a: float
+    mean_b: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float  # permutation test, two-sided
+    sign_p_value: float  # sign test on wins vs losses, two-sided
+    wins: int
+    ties: int
+    losses: int
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, *, resamples: int = 2000, seed: int = 0,
+                      confidence: float = 0.95) -> PairedDifference:
+    """B minus A over paired observations."""
+    from scipy.stats import binomtest, bootstrap, permutation_test
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"paired values must be two 1-d arrays of the same non-zero length, got {x.shape}, {y.shape}")
+    diff = y - x
+    wins, losses = int((diff > TIE_TOLERANCE).sum()), int((diff < -TIE_TOLERANCE).sum())
+    if np.allclose(diff, diff[0]):  # no spread: nothing to resample (scipy would warn and return NaN)
+        low = high = float(diff[0])
+        p_value = 1.0 if abs(diff[0]) <= TIE_TOLERANCE else 0.0
+    else:
+        interval = bootstrap((diff,), np.mean, n_resamples=resamples, confidence_level=confidence,
+                             method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+        low, high = float(interval.low), float(interval.high)
+        p_value = float(permutation_test((x, y), lambda u, v: np.mean(v - u), permutation_type="samples",
+                                         n_resamples=resamples, rng=np.random.default_rng(seed)).pvalue)
+    sign_p = float(binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
+    verdict = "better" if low > 0 else "worse" if high < 0 else "not proven"
+    return PairedDifference(len(x), float(x.mean()), float(y.mean()), float(diff.mean()), low, high, p_value, sign_p,
+                            wins, len(x) - wins - losses, losses, verdict)
