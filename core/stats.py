@@ -4,7 +4,8 @@ One place for the numbers every comparison in embtune reports (IR evaluations pe
 LLM bench metrics per prompt): the mean difference with a seeded paired-bootstrap interval,
 a permutation-test p-value, a sign-test p-value, wins/ties/losses, and a verdict that says
 "better"/"worse" only when the whole interval is on one side of zero. The resampling is
-scipy's, not hand-written.
+scipy's, not hand-written. A verdict also needs the permutation test to agree
+(p < 1 − confidence): with a handful of pairs a bootstrap interval can exclude zero by accident.
 """
 
 from __future__ import annotations
@@ -46,16 +47,20 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *, resamples: int = 2000, se
         raise ValueError(f"paired values must be two 1-d arrays of the same non-zero length, got {x.shape}, {y.shape}")
     diff = y - x
     wins, losses = int((diff > TIE_TOLERANCE).sum()), int((diff < -TIE_TOLERANCE).sum())
-    if np.allclose(diff, diff[0]):  # no spread: nothing to resample (scipy would warn and return NaN)
+    if np.allclose(diff, 0.0):
+        return PairedDifference(len(x), float(x.mean()), float(y.mean()), 0.0, 0.0, 0.0, 1.0, 1.0, 0, len(x), 0,
+                                "not proven")
+    if np.allclose(diff, diff[0]):  # no spread: every resample has the same mean (scipy would warn)
         low = high = float(diff[0])
-        p_value = 1.0 if abs(diff[0]) <= TIE_TOLERANCE else 0.0
     else:
         interval = bootstrap((diff,), np.mean, n_resamples=resamples, confidence_level=confidence,
                              method="percentile", rng=np.random.default_rng(seed)).confidence_interval
         low, high = float(interval.low), float(interval.high)
-        p_value = float(permutation_test((x, y), lambda u, v: np.mean(v - u), permutation_type="samples",
-                                         n_resamples=resamples, rng=np.random.default_rng(seed)).pvalue)
+    p_value = float(permutation_test((x, y), lambda u, v: np.mean(v - u), permutation_type="samples",
+                                     n_resamples=resamples, rng=np.random.default_rng(seed)).pvalue)
     sign_p = float(binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
-    verdict = "better" if low > 0 else "worse" if high < 0 else "not proven"
+    # The interval decides; with very few pairs a degenerate interval is not enough, the test must agree.
+    significant = p_value < 1 - confidence
+    verdict = "better" if low > 0 and significant else "worse" if high < 0 and significant else "not proven"
     return PairedDifference(len(x), float(x.mean()), float(y.mean()), float(diff.mean()), low, high, p_value, sign_p,
                             wins, len(x) - wins - losses, losses, verdict)

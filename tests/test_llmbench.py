@@ -1,0 +1,161 @@
+"""LLM A/B bench on a tiny random Llama with a LoRA adapter trained in the test."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from core.errors import DataError, EmbtuneError
+from core.llmbench.config import BenchConfig
+from core.llmbench.metrics import domain_relevance, fold, keyword_match, routed_tool, tool_routing
+from core.llmbench.run import find_adapters, load_model, run_bench
+from core.llmbench.suite import Prompt, load_suite, load_tools
+from core.llmbench.train_lora import train_lora
+
+TOOLS = {"open_app": {"terms": ["ouvre", "chrome", "application"]}, "volume_up": {"terms": ["volume", "son"]},
+         "close_app": {"terms": ["ferme", "fenêtre"]}}
+SUITE = {"name": "t", "system_prompt": "Tu es un assistant vocal.", "categories": {
+    "commands": [{"id": "c1", "prompt": "ouvre chrome", "expected_keywords": ["chrome"],
+                  "expected_tool": "open_app"},
+                 {"id": "c2", "prompt": "ferme la fenêtre", "expected_keywords": ["ferme"],
+                  "expected_tool": "close_app"}],
+    "routing": [{"id": "r1", "prompt": "monte le son", "expected_keywords": ["volume"], "expected_tool": "volume_up"},
+                {"id": "r2", "prompt": "le son plus fort", "expected_keywords": ["son"],
+                 "expected_tool": "volume_up"}]}}
+
+
+@pytest.fixture(scope="module")
+def bench_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bench")
+    (folder / "suite.json").write_text(json.dumps(SUITE, ensure_ascii=False), encoding="utf-8")
+    (folder / "tools.json").write_text(json.dumps({"tools": TOOLS}, ensure_ascii=False), encoding="utf-8")
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(p, ensure_ascii=False) for p in [
+        {"prompt": "ouvre firefox", "response": "J'ouvre Firefox. open_app(name=firefox)"},
+        {"prompt": "monte le volume", "response": "Je monte le son. volume_up()"},
+        {"prompt": "ferme tout", "response": "Je ferme la fenêtre. close_app()"},
+        {"prompt": "ouvre chrom", "response": "J'ouvre Chrome. open_app(name=chrome)"}] * 3), encoding="utf-8")
+    return {"suite": folder / "suite.json", "tools": folder / "tools.json", "train": folder / "train.jsonl",
+            "adapters": folder / "adapters"}
+
+
+@pytest.fixture(scope="module")
+def adapter(bench_files: dict[str, Path], tiny_llama_dir: Path) -> Path:
+    result = train_lora(str(tiny_llama_dir), bench_files["adapters"] / "first", data=bench_files["train"],
+                        epochs=2, learning_rate=5e-3, r=4, alpha=8, suite=str(bench_files["suite"]))
+    assert result.trainable_parameters > 0 and result.steps > 0 and result.final_loss is not None
+    time.sleep(0.05)
+    newest = train_lora(str(tiny_llama_dir), bench_files["adapters"] / "second", data=bench_files["train"],
+                        epochs=1, learning_rate=5e-3, r=4, alpha=8, suite=str(bench_files["suite"]))
+    return Path(newest.output_dir)
+
+
+def bench_config(files: dict[str, Path], base: Path, **sections: dict) -> BenchConfig:
+    payload = {"model": {"base": str(base), "adapters": "auto", "adapters_dir": str(files["adapters"]),
+                         "device_map": "cpu"},
+               "generation": {"max_new_tokens": 12, "seed": 1},
+               "benchmark": {"suite": str(files["suite"]), "tools": str(files["tools"])}}
+    for name, values in sections.items():
+        payload.setdefault(name, {}).update(values)
+    return BenchConfig.from_dict(payload)
+
+
+def test_metrics_fold_accents_and_parse_tool_calls() -> None:
+    prompt = Prompt("p", "c", "ouvre chrome", ["Chrome", "ouvré"], "open_app")
+    assert fold("Ouvré Fenêtre") == "ouvre fenetre"
+    assert keyword_match("J'OUVRE chrome", prompt, TOOLS) == 1.0
+    assert keyword_match("rien", prompt, TOOLS) == 0.0
+    assert routed_tool("ok: volume_up(step=2)", TOOLS) == "volume_up"
+    assert tool_routing("J'ouvre. open_app(name=chrome)", prompt, TOOLS) == 1.0
+    assert domain_relevance("ouvre chrome volume", prompt, TOOLS) == 1.0  # 3 of 7 terms ≥ 30 %
+    assert domain_relevance("ouvre", prompt, TOOLS) == pytest.approx(1 / (0.3 * 7))
+
+
+def test_config_refuses_unknown_keys_and_wrong_types() -> None:
+    with pytest.raises(EmbtuneError, match=r"unknown key generation\.temp "):
+        BenchConfig.from_dict({"generation": {"temp": 0.5}})
+    with pytest.raises(EmbtuneError, match=r"generation\.max_new_tokens='many' has the wrong type"):
+        BenchConfig.from_dict({"generation": {"max_new_tokens": "many"}})
+    with pytest.raises(EmbtuneError, match="unknown section 'outputs'"):
+        BenchConfig.from_dict({"outputs": {}})
+    assert BenchConfig.from_dict({"model": {"adapters": ["a", "b"]}}).model.adapters == ["a", "b"]
+
+
+def test_prompt_without_keywords_is_refused(tmp_path: Path) -> None:
+    broken = json.loads(json.dumps(SUITE))
+    broken["categories"]["routing"][1]["expected_keywords"] = []
+    (tmp_path / "s.json").write_text(json.dumps(broken), encoding="utf-8")
+    with pytest.raises(DataError, match=r"routing/r2 \('le son plus fort'\) has no expected_keywords"):
+        load_suite(str(tmp_path / "s.json"))
+
+
+def test_auto_picks_the_newest_adapter(bench_files: dict[str, Path], adapter: Path) -> None:
+    assert find_adapters("auto", str(bench_files["adapters"])) == [adapter]
+
+
+def test_bench_report_has_every_section_and_intervals(bench_files: dict[str, Path], tiny_llama_dir: Path,
+                                                      adapter: Path) -> None:
+    seen = []
+    results = run_bench(bench_config(bench_files, tiny_llama_dir), progress=seen.append)
+    assert set(results) == {"metadata", "statistics", "by_category", "results"}
+    assert results["metadata"]["adapters"] == {"second": str(adapter)}
+    assert set(results["by_category"]) == {"commands", "routing"}
+    assert len(results["results"]) == 4 and seen[-1]["done"] == 4
+    record = results["results"][0]
+    assert {"response", "seconds", "tokens_per_s", "timed_out", "metrics"} <= set(record["base"])
+    assert "hidden_similarity_to_base" in record["second"] and "embedding_similarity_to_base" in record["second"]
+    assert len(record["base"]["response"]) <= 500
+    from core.llmbench.report import figure, text_report
+
+    report = text_report(results)
+    assert "Recommendation (second):" in report and "Top 5 regressions" in report
+    png = figure(results, bench_files["suite"].with_name("report.png"))
+    from PIL import Image
+
+    with Image.open(png) as image:
+        assert image.format == "PNG" and round(image.info["dpi"][0]) == 300
+    for stats in results["statistics"]["second"]["vs_base"].values():
+        assert stats["ci_low"] - 1e-9 <= stats["delta"] <= stats["ci_high"] + 1e-9
+        assert stats["wins"] + stats["ties"] + stats["losses"] == 4
+    json.dumps(results)  # the whole document is plain JSON
+
+
+def test_generation_past_its_time_limit_is_recorded(bench_files: dict[str, Path], tiny_llama_dir: Path,
+                                                    adapter: Path) -> None:
+    results = run_bench(bench_config(bench_files, tiny_llama_dir, generation={"timeout_s": 1e-6,
+                                                                              "max_new_tokens": 64}))
+    assert all(r["base"]["timed_out"] for r in results["results"])
+    assert results["statistics"]["base"]["timed_out"] == 4
+
+
+def test_adapter_of_another_base_is_refused(bench_files: dict[str, Path], tmp_path: Path, adapter: Path) -> None:
+    from tests.conftest import build_tiny_llama
+
+    other = build_tiny_llama(tmp_path / "other", seed=3)
+    config = bench_config(bench_files, other, model={"adapters": [str(adapter)]})
+    with pytest.raises(EmbtuneError, match=r"was trained on '.*', but the configured base is"):
+        load_model(config, find_adapters(config.model.adapters, "."))
+
+
+def test_adapter_folder_without_weights_is_refused(adapter: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    (empty / "adapter_config.json").write_text((adapter / "adapter_config.json").read_text())
+    with pytest.raises(EmbtuneError, match="has no weights"):
+        find_adapters([str(empty)], ".")
+
+
+def test_four_bit_loads_or_falls_back_with_a_warning(bench_files: dict[str, Path], tiny_llama_dir: Path) -> None:
+    loaded = load_model(bench_config(bench_files, tiny_llama_dir, model={"quantization": "4bit"}))
+    assert loaded.quantization in ("4bit", "none")
+    if loaded.quantization == "none":
+        assert any("full precision" in w for w in loaded.warnings)
+
+
+def test_default_suite_and_tools_ship_with_the_package() -> None:
+    tools = load_tools("default")
+    suite = load_suite("default", tools=tools)
+    assert len(tools) == 13 and len(suite.prompts) == 30 and len(suite.categories) == 3
+    assert {p.prompt for p in suite.prompts} >= {"ouvre chrome", "monte le son"}
