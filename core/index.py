@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,7 +40,12 @@ AUTO_FLAT_MAX_ITEMS = 50_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 96
-IVF_NPROBE_FRACTION = 1 / 32
+IVF_NPROBE_FRACTION = 1 / 8  # 1/32 gave recall@10 0.54–0.90; 1/8 reaches ~0.97 on real embeddings
+# Searches of a few queries run on one OpenMP thread: spreading one query over threads only adds
+# scheduler waits (10–100× slower p50 measured on a busy 2-core machine, see docs/benchmarks.md).
+SMALL_SEARCH_MAX_QUERIES = 4
+_DEFAULT_THREADS = faiss.omp_get_max_threads()
+_small_search_lock = threading.Lock()
 # A filter that keeps at most this many items is answered exactly by brute force over them.
 EXACT_FILTER_MAX_ITEMS = 20_000
 
@@ -243,8 +249,9 @@ class Collection:
                 self._texts.append(texts[row])
                 self._metadata.append(metadata[row])
             self._vectors = np.concatenate([self._vectors, vectors[new_rows]])
-            if self._index is not None and not self._index_stale and self._index.is_trained:
-                self._index.add_with_ids(vectors[new_rows], np.arange(start, start + len(new_rows), dtype=np.int64))
+            if self._index is not None and not self._index_stale and self._index.is_trained \
+                    and self._index.ntotal == start:
+                self._index.add(vectors[new_rows])
             else:
                 self._index_stale = True
 
@@ -285,8 +292,10 @@ class Collection:
         if self._index is not None and not self._index_stale:
             return self._index
         factory, params = resolve_index_kind(self.info.index_kind, len(self._ids), self.dimension)
-        index = faiss.index_factory(self.dimension, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
-        inner = faiss.downcast_index(index.index)
+        # faiss ids are row positions, so no id map (its result translation is multi-threaded even for one
+        # query, which made single searches slow on a busy machine); deletes and replacements rebuild.
+        index = faiss.index_factory(self.dimension, factory, faiss.METRIC_INNER_PRODUCT)
+        inner = faiss.downcast_index(index)
         if "efConstruction" in params and hasattr(inner, "hnsw"):
             inner.hnsw.efConstruction = params["efConstruction"]
         if not index.is_trained:
@@ -294,7 +303,7 @@ class Collection:
                 raise CollectionError(f"index kind {factory} must be trained, and the collection is empty")
             index.train(self._training_sample())
         if len(self._ids):
-            index.add_with_ids(self._vectors, np.arange(len(self._ids), dtype=np.int64))
+            index.add(self._vectors)
         self.info.index_factory = factory
         self.info.search_params = {k: v for k, v in params.items() if k != "efConstruction"}
         self._index, self._index_stale = index, False
@@ -308,7 +317,7 @@ class Collection:
         return self._vectors[np.sort(rows)]
 
     def _search_parameters(self, index: faiss.Index) -> faiss.SearchParameters | None:
-        inner = faiss.downcast_index(index.index)
+        inner = faiss.downcast_index(getattr(index, "index", index))
         params = self.info.search_params
         if isinstance(inner, faiss.IndexHNSW) and "efSearch" in params:
             return faiss.SearchParametersHNSW(efSearch=params["efSearch"])
@@ -346,21 +355,21 @@ class Collection:
         else:
             scores, positions = self._index_search(vectors, k, allowed)
         return [
-            [self._hit(int(p), float(s)) for s, p in zip(row_scores, row_positions, strict=False) if p >= 0]
-            for row_scores, row_positions in zip(scores, positions, strict=False)
+            [self._hit(p, s) for s, p in zip(row_scores, row_positions, strict=True) if p >= 0]
+            for row_scores, row_positions in zip(scores.tolist(), positions.tolist(), strict=True)
         ]
 
     def _index_search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         index = self._ensure_index()
         params = self._search_parameters(index)
         if allowed is None:
-            return index.search(vectors, min(k, len(self._ids)), params=params)
+            return _search(index, vectors, min(k, len(self._ids)), params)
         # A broad filter: over-fetch and keep the allowed ones, widening until k are found.
         mask = np.zeros(len(self._ids), dtype=bool)
         mask[allowed] = True
         fetch = min(len(self._ids), k * 4)
         while True:
-            scores, positions = index.search(vectors, fetch, params=params)
+            scores, positions = _search(index, vectors, fetch, params)
             keep = np.where(positions >= 0, mask[np.maximum(positions, 0)], False)
             enough = (keep.sum(axis=1) >= min(k, len(allowed))).all()
             if enough or fetch >= len(self._ids):
@@ -534,6 +543,18 @@ class Collection:
             "vector_bytes": int(self._vectors.nbytes),
             "bytes_on_disk": on_disk,
         }
+
+
+def _search(index: faiss.Index, vectors: np.ndarray, k: int,
+            params: faiss.SearchParameters | None) -> tuple[np.ndarray, np.ndarray]:
+    if len(vectors) > SMALL_SEARCH_MAX_QUERIES or _DEFAULT_THREADS <= 1:
+        return index.search(vectors, k, params=params)
+    with _small_search_lock:
+        faiss.omp_set_num_threads(1)
+        try:
+            return index.search(vectors, k, params=params)
+        finally:
+            faiss.omp_set_num_threads(_DEFAULT_THREADS)
 
 
 def check_k(k: object) -> None:

@@ -1,0 +1,448 @@
+"""Search benchmark: embtune's ``Collection`` against the same FAISS indexes built directly.
+
+Why: a collection wraps FAISS with an id map, its own copy of the vectors, normalisation and
+Python hit objects, and ``auto`` chooses the index kind. This measures, in one run and on the
+same vectors and queries, what each kind costs to build, how fast it answers (a batch of
+queries for throughput, one query at a time for latency), how close it comes to exact
+search (recall@10 against brute force), and what the wrapper costs against faiss doing the
+same work with the same parameters. ``--sweep`` tries other efSearch / nprobe values on the
+plain faiss indexes to show which settings would meet a recall/latency target.
+
+Two kinds of data:
+
+* synthetic clustered vectors (Gaussian clusters in a low-dimensional subspace, normalised):
+  cheap to make at any size, but easier for HNSW than real embeddings (optimistic HNSW
+  recall) and, as the clusters overlap, harder for IVF;
+* real embeddings (``--real N``) of the bundled catalogue and, when present, the MedQuAD
+  files in ``../shared/data/medquad`` (read in place, never copied), with held-out texts as
+  queries.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/search.py                                   # 10k and 100k synthetic
+    .venv/bin/python benchmarks/search.py --sizes 10000,100000 --real 20000
+    .venv/bin/python benchmarks/search.py --sizes 1000000 --kinds hnsw,auto --sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import hashlib
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local data only: never reach the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_report, cpu_snapshot, machine_line, timed
+
+REPO = Path(__file__).resolve().parents[1]
+CATALOGUE = REPO / "core" / "data" / "catalogue" / "products.csv"
+MEDQUAD = REPO.parent / "shared" / "data" / "medquad"
+TARGET_RECALL = 0.95
+TARGET_MS = 1.0
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def normalised(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors
+
+
+def synthetic(count: int, dimension: int, *, clusters: int, intrinsic: int, seed: int, stream: int) -> np.ndarray:
+    """``count`` clustered unit vectors: centre + spread in a shared low-dimensional subspace + a little noise.
+
+    Centres and subspace depend only on ``seed``; ``stream`` picks the points, so base and
+    queries (different streams) come from one distribution without sharing a single point.
+    Real sentence embeddings also have a low intrinsic dimension; isotropic 384-d noise
+    would make every neighbour equally far and no index could find the top 10.
+    """
+    rng = np.random.default_rng(seed)
+    centres = normalised(rng.standard_normal((clusters, dimension)))
+    basis = rng.standard_normal((intrinsic, dimension)).astype(np.float32) / np.sqrt(dimension)
+    points = np.empty((count, dimension), dtype=np.float32)
+    draw = np.random.default_rng([seed, stream])
+    for start in range(0, count, 100_000):
+        stop = min(count, start + 100_000)
+        rows = stop - start
+        chunk = centres[draw.integers(0, clusters, rows)]
+        chunk += 0.8 * (draw.standard_normal((rows, intrinsic), dtype=np.float32) @ basis)
+        chunk += draw.standard_normal((rows, dimension), dtype=np.float32) * (0.1 / np.sqrt(dimension))
+        points[start:stop] = normalised(chunk)
+    return points
+
+
+def real_texts(limit: int, seed: int) -> tuple[list[str], str]:
+    """Up to ``limit`` distinct real texts, shuffled, and a line saying where they came from.
+
+    In this order: catalogue names and descriptions, MedQuAD questions, single sentences of
+    the MedQuAD answers, whole answers (train positives and dev corpus). Short texts come
+    first because a whole answer (~800 characters, ~200 tokens) embeds ~10x slower on a CPU.
+    """
+    sources: list[tuple[str, list[str]]] = []
+    with open(CATALOGUE, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    sources.append(("catalogue", [row["name"] for row in rows] + [row["description"] for row in rows]))
+    long_texts: list[str] = []
+    if (MEDQUAD / "train_pairs.csv").exists():
+        with open(MEDQUAD / "train_pairs.csv", encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        sources.append(("medquad questions", [row["anchor"] for row in rows]))
+        long_texts += [row["positive"] for row in rows]
+    if (MEDQUAD / "dev_corpus.csv").exists():
+        with open(MEDQUAD / "dev_corpus.csv", encoding="utf-8", newline="") as handle:
+            long_texts += [row["text"] for row in csv.DictReader(handle)]
+    if long_texts:
+        sentences = [part for text in long_texts for part in re.split(r"(?<=[.!?])\s+", text) if len(part) >= 30]
+        sources.append(("medquad answer sentences", sentences))
+        sources.append(("medquad answers", long_texts))
+    chosen: dict[str, None] = {}
+    used: list[str] = []
+    for name, texts in sources:
+        before = len(chosen)
+        for text in texts:
+            if len(chosen) >= limit:
+                break
+            if text and text.strip():
+                chosen.setdefault(text.strip())
+        if len(chosen) > before:
+            used.append(f"{name} {len(chosen) - before}")
+    texts = list(chosen)
+    np.random.default_rng(seed).shuffle(texts)
+    return texts, ", ".join(used)
+
+
+def real_embeddings(limit: int, seed: int, cache_file: Path | None) -> tuple[np.ndarray, str]:
+    """Embed ``real_texts`` with the bundled model (or load them from ``cache_file``)."""
+    texts, origin = real_texts(limit, seed)
+    key = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+    if cache_file is not None and cache_file.exists():
+        stored = np.load(cache_file, allow_pickle=False)
+        if str(stored["key"]) == key:
+            return stored["vectors"], f"{len(texts)} texts ({origin}); embeddings loaded from {cache_file}"
+    from core.embedders import load_embedder
+
+    embedder = load_embedder("default", device="cpu", cache=False)
+    start = time.perf_counter()
+    vectors = embedder.encode(texts, batch_size=64)
+    seconds = time.perf_counter() - start
+    if cache_file is not None:
+        np.savez(cache_file, vectors=vectors, key=np.array(key))
+    return vectors, (f"{len(texts)} texts ({origin}); embedded with {embedder.model_id} in {seconds:.0f} s "
+                     f"({len(texts) / seconds:.0f} texts/s)")
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    """One contender's numbers for one index kind."""
+
+    build_s: float = float("nan")
+    batch_s: list[float] = field(default_factory=list)
+    single_ms: list[float] = field(default_factory=list)
+    recall: float = float("nan")
+
+    def qps(self, queries: int) -> float:
+        return queries / statistics.median(self.batch_s)
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.single_ms, q))
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of the exact top-k found (positions; -1 never matches)."""
+    k = truth.shape[1]
+    return float(np.mean([len(set(row[row >= 0].tolist()) & set(exact.tolist())) / k
+                          for row, exact in zip(found, truth, strict=True)]))
+
+
+def hits_to_positions(hits: list[list], k: int) -> np.ndarray:
+    """embtune hits → (n, k) row positions (ids are the positions as strings)."""
+    out = np.full((len(hits), k), -1, dtype=np.int64)
+    for row, row_hits in enumerate(hits):
+        for column, hit in enumerate(row_hits[:k]):
+            out[row, column] = int(hit.id)
+    return out
+
+
+def interleaved_batches(actions: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Time each action ``rounds`` times, alternating who goes first."""
+    names = list(actions)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        order = names if round_number % 2 == 0 else names[::-1]
+        for name in order:
+            out[name].append(timed(actions[name]))
+    return out
+
+
+def interleaved_singles(actions: dict[str, Callable[[int], object]], count: int, budget_s: float
+                        ) -> dict[str, list[float]]:
+    """Per-query latency in ms for query i = 0.. through each action in turn, until ``count`` or the budget."""
+    names = list(actions)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    deadline = time.perf_counter() + budget_s
+    for position in range(count):
+        order = names if position % 2 == 0 else names[::-1]
+        for name in order:
+            start = time.perf_counter_ns()
+            actions[name](position)
+            out[name].append((time.perf_counter_ns() - start) / 1e6)
+        if time.perf_counter() > deadline and position >= 20:
+            break
+    return out
+
+
+def training_sample(vectors: np.ndarray) -> np.ndarray:
+    """The sample embtune trains IVF centroids on (same rule as ``Collection._training_sample``)."""
+    limit = max(100_000, 256 * 1024)
+    if len(vectors) <= limit:
+        return vectors
+    rows = np.random.default_rng(0).choice(len(vectors), size=limit, replace=False)
+    return vectors[np.sort(rows)]
+
+
+def build_plain(factory: str, base: np.ndarray) -> tuple[faiss.Index, float]:
+    """The same index built straight through faiss (no id map), and its build seconds."""
+    from core.index import HNSW_EF_CONSTRUCTION
+
+    start = time.perf_counter()
+    index = faiss.index_factory(base.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    if not index.is_trained:
+        index.train(training_sample(base))
+    index.add(base)
+    return index, time.perf_counter() - start
+
+
+def set_plain_params(index: faiss.Index, params: dict[str, int]) -> None:
+    if "efSearch" in params:
+        faiss.downcast_index(index).hnsw.efSearch = params["efSearch"]
+    if "nprobe" in params:
+        faiss.extract_index_ivf(index).nprobe = params["nprobe"]
+
+
+@dataclass
+class Row:
+    kind: str
+    factory: str
+    params: dict[str, int]
+    ours: Side
+    plain: Side
+    plain_shared: bool
+    inner_p50_ms: float
+
+
+def bench_dataset(base: np.ndarray, queries: np.ndarray, kinds: Sequence[str], args: argparse.Namespace
+                  ) -> tuple[list[Row], dict[str, faiss.Index], np.ndarray]:
+    """Every kind through embtune and through faiss on one dataset."""
+    from core.index import Collection
+
+    k = args.k
+    _, truth = faiss.knn(queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)
+    ids = [str(position) for position in range(len(base))]
+    plain_indexes: dict[str, tuple[faiss.Index, float]] = {}
+    rows: list[Row] = []
+    for kind in kinds:
+        ours, plain = Side(), Side()
+        collection = Collection(base.shape[1], index_kind=kind)
+
+        def build(collection: Collection = collection) -> None:
+            collection.add(ids, base)
+            collection.search(queries[0], k)  # the index is built on first use
+
+        ours.build_s = timed(build)
+        stats = collection.stats()
+        factory, params = stats["index_factory"], stats["search_params"]
+        shared = factory in plain_indexes
+        if not shared:
+            plain_indexes[factory] = build_plain(factory, base)
+        index, plain.build_s = plain_indexes[factory]
+        set_plain_params(index, params)
+
+        results: dict[str, object] = {}
+
+        def ours_batch(collection: Collection = collection, results: dict = results) -> None:
+            results["ours"] = collection.search_many(queries, k)
+
+        def plain_batch(index: faiss.Index = index, results: dict = results) -> None:
+            results["plain"] = index.search(queries, k)[1]
+
+        batches = interleaved_batches({"ours": ours_batch, "plain": plain_batch}, args.rounds)
+        ours.batch_s, plain.batch_s = batches["ours"], batches["plain"]
+        ours.recall = recall_at_k(hits_to_positions(results["ours"], k), truth)
+        plain.recall = recall_at_k(results["plain"], truth)
+        # Diagnostic third contender: the faiss call embtune makes (its own index object with
+        # its search parameters), without embtune's Python around it. Private attributes on
+        # purpose: it splits the single-query gap into "wrapper Python" and "faiss id map".
+        inner_index = collection._index
+        inner_params = collection._search_parameters(inner_index)
+        singles = interleaved_singles(
+            {
+                "ours": lambda i, collection=collection: collection.search(queries[i], k),
+                "inner": lambda i, inner_index=inner_index, inner_params=inner_params: inner_index.search(
+                    queries[i:i + 1], k, params=inner_params),
+                "plain": lambda i, index=index: index.search(queries[i:i + 1], k),
+            },
+            len(queries), args.latency_budget,
+        )
+        ours.single_ms, plain.single_ms = singles["ours"], singles["plain"]
+        rows.append(Row(kind, factory, params, ours, plain, shared, float(np.percentile(singles["inner"], 50))))
+        print(f"  {kind:5s} -> {factory}: built in {ours.build_s:.1f} s (faiss {plain.build_s:.1f} s), "
+              f"{ours.qps(len(queries)):.0f} q/s, recall@{k} {ours.recall:.3f}", file=sys.stderr, flush=True)
+        del collection, results
+        gc.collect()
+    return rows, {factory: pair[0] for factory, pair in plain_indexes.items()}, truth
+
+
+def print_table(title: str, rows: list[Row], queries: int, k: int) -> None:
+    print(f"\n### {title}\n")
+    print(f"| kind | resolved factory | search params | build s embtune / faiss | q/s batch embtune / faiss "
+          f"| q/s ratio | single p50 ms embtune / its own faiss call / faiss | single p99 ms embtune / faiss "
+          f"| single queries | recall@{k} embtune / faiss |")
+    print("|---|---|---|---|---|---:|---|---|---:|---|")
+    for row in rows:
+        params = ", ".join(f"{key}={value}" for key, value in row.params.items()) or "-"
+        shared = "*" if row.plain_shared else ""
+        ours, plain = row.ours, row.plain
+        print(f"| {row.kind} | {row.factory} | {params} | {ours.build_s:.2f} / {plain.build_s:.2f}{shared} "
+              f"| {ours.qps(queries):.0f} / {plain.qps(queries):.0f} "
+              f"| {ours.qps(queries) / plain.qps(queries):.3f} "
+              f"| {ours.pct(50):.3f} / {row.inner_p50_ms:.3f} / {plain.pct(50):.3f} "
+              f"| {ours.pct(99):.3f} / {plain.pct(99):.3f} "
+              f"| {len(ours.single_ms)} | {ours.recall:.4f} / {plain.recall:.4f} |")
+    if any(row.plain_shared for row in rows):
+        print("\n\\* faiss side shared with the row of the same factory (built once).")
+
+
+def sweep(title: str, indexes: dict[str, faiss.Index], queries: np.ndarray, truth: np.ndarray,
+          args: argparse.Namespace) -> None:
+    """Try efSearch / nprobe values on the plain indexes; mark settings meeting the target."""
+    k = truth.shape[1]
+    print(f"\n### sweep: {title} (plain faiss; target recall@{k} ≥ {TARGET_RECALL} at ≤ {TARGET_MS} ms "
+          f"single-query p50)\n")
+    print(f"| factory | setting | recall@{k} | batch ms/query (2 threads) | single p50 ms | single p99 ms | meets |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    singles = min(len(queries), args.sweep_singles)
+    for factory, index in indexes.items():
+        if factory.startswith("HNSW"):
+            target, name = faiss.downcast_index(index).hnsw, "efSearch"
+            values = args.ef_values
+        elif factory.startswith("IVF"):
+            target, name = faiss.extract_index_ivf(index), "nprobe"
+            values = [value for value in args.nprobe_values if value <= target.nlist]
+        else:
+            continue
+        original = getattr(target, name)
+        for value in values:
+            setattr(target, name, value)
+            seconds = timed(lambda index=index: index.search(queries, k))
+            _, found = index.search(queries, k)
+            recall = recall_at_k(found, truth)
+            single = np.empty(singles)
+            for position in range(singles):
+                start = time.perf_counter_ns()
+                index.search(queries[position:position + 1], k)
+                single[position] = (time.perf_counter_ns() - start) / 1e6
+            p50, p99 = np.percentile(single, 50), np.percentile(single, 99)
+            meets = "yes" if recall >= TARGET_RECALL and p50 <= TARGET_MS else ""
+            print(f"| {factory} | {name}={value} | {recall:.4f} | {seconds * 1000 / len(queries):.3f} "
+                  f"| {p50:.3f} | {p99:.3f} | {meets} |")
+        setattr(target, name, original)
+
+
+def int_list(text: str) -> list[int]:
+    return [int(float(part)) for part in text.split(",") if part.strip()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int_list, default=[10_000, 100_000],
+                        help="synthetic collection sizes, comma separated (full run: 10000,100000,1000000)")
+    parser.add_argument("--dimension", type=int, default=384)
+    parser.add_argument("--kinds", default="flat,hnsw,ivf,auto", help="index kinds, comma separated")
+    parser.add_argument("--queries", type=int, default=1000, help="queries per dataset (not in the base set)")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved batch-search rounds (median)")
+    parser.add_argument("--latency-budget", type=float, default=20.0,
+                        help="seconds per kind for one-at-a-time queries (flat at 1M is slow; at least 20 are run)")
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--intrinsic-dim", type=int, default=24, help="dimension of the synthetic spread subspace")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real", type=int, default=0,
+                        help="also benchmark N real embedded texts (N-queries in the index); ~2-3 min per 20k")
+    parser.add_argument("--real-cache", type=Path, default=None,
+                        help="an .npz file to keep the real embeddings in between runs")
+    parser.add_argument("--sweep", action="store_true", help="try efSearch/nprobe values on the faiss indexes")
+    parser.add_argument("--ef-values", type=int_list, default=[16, 32, 64, 96, 128, 192, 256, 384, 512])
+    parser.add_argument("--nprobe-values", type=int_list, default=[8, 16, 32, 64, 128, 256, 512])
+    parser.add_argument("--sweep-singles", type=int, default=300, help="one-at-a-time queries per sweep setting")
+    args = parser.parse_args(argv)
+    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
+
+    from core import index as core_index
+
+    print(f"# search benchmark: {machine_line()}; faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
+    print(f"# embtune defaults: AUTO_FLAT_MAX_ITEMS={core_index.AUTO_FLAT_MAX_ITEMS}, HNSW_M={core_index.HNSW_M}, "
+          f"HNSW_EF_CONSTRUCTION={core_index.HNSW_EF_CONSTRUCTION}, HNSW_EF_SEARCH={core_index.HNSW_EF_SEARCH}, "
+          f"IVF_NPROBE_FRACTION={core_index.IVF_NPROBE_FRACTION:g}")
+    print(f"# {args.queries} queries per dataset, k={args.k}; batch = one search_many / index.search call over all "
+          f"queries, median of {args.rounds} interleaved rounds; single = one query per call, embtune and faiss "
+          f"alternating, up to {args.latency_budget:g} s per kind; recall@{args.k} against exact search (faiss.knn)")
+    print("# faiss side: faiss.index_factory with the factory embtune resolved, the same efConstruction, "
+          "efSearch/nprobe and IVF training sample, no id map")
+    snapshot = cpu_snapshot()
+
+    datasets: list[tuple[str, Callable[[], tuple[np.ndarray, np.ndarray, str]]]] = []
+    for size in args.sizes:
+        def make(size: int = size) -> tuple[np.ndarray, np.ndarray, str]:
+            options = {"clusters": args.clusters, "intrinsic": args.intrinsic_dim, "seed": args.seed}
+            base = synthetic(size, args.dimension, stream=1, **options)
+            queries = synthetic(args.queries, args.dimension, stream=2, **options)
+            note = (f"{size:,} synthetic vectors, d={args.dimension}: {args.clusters} Gaussian clusters spread in a "
+                    f"{args.intrinsic_dim}-d subspace, normalised; queries drawn the same way. Clustered synthetic "
+                    f"data is easy for HNSW (its recall here is optimistic) but, with overlapping clusters, harder "
+                    f"for IVF than real embeddings: read recall on the real-embedding table too")
+            return base, queries, note
+        datasets.append((f"synthetic, {size:,} vectors", make))
+    if args.real:
+        def make_real() -> tuple[np.ndarray, np.ndarray, str]:
+            vectors, origin = real_embeddings(args.real, args.seed, args.real_cache)
+            held_out = min(args.queries, len(vectors) // 5)
+            return vectors[held_out:], vectors[:held_out], f"real embeddings: {origin}; {held_out} held out as queries"
+        datasets.append(("real embeddings", make_real))
+
+    for title, make in datasets:
+        print(f"{title}: preparing data", file=sys.stderr, flush=True)
+        base, queries, note = make()
+        rows, plain_indexes, truth = bench_dataset(base, queries, kinds, args)
+        print_table(f"{title} ({len(base):,} in the index)", rows, len(queries), args.k)
+        print(f"\n{note}.")
+        if args.sweep:
+            sweep(f"{title} ({len(base):,})", plain_indexes, queries, truth, args)
+        sys.stdout.flush()
+        del base, queries, rows, plain_indexes
+        gc.collect()
+    print(f"\n# {cpu_report(snapshot)}")
+
+
+if __name__ == "__main__":
+    main()
