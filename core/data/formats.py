@@ -10,12 +10,36 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from core.errors import DataError
 
 SUPPORTED_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+def read_json_file(path: str | Path, *, expect_object: bool = True) -> Any:
+    """A JSON (or, by suffix, YAML) file, with one clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    text = _read_utf8(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            payload = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise DataError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    else:
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if expect_object and not isinstance(payload, dict):
+        raise DataError(f"{path}: expected an object of settings, got {type(payload).__name__}")
+    return payload
 
 
 def table_format(path: Path, explicit: str | None = None) -> str:

@@ -7,7 +7,6 @@ Sections mirror what a user decides: ``model``, ``generation``, ``benchmark``, `
 
 from __future__ import annotations
 
-import json
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -125,16 +124,9 @@ class BenchConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> BenchConfig:
-        path = Path(path)
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise EmbtuneError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as exc:
-            raise EmbtuneError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-        if not isinstance(payload, dict):
-            raise EmbtuneError(f"{path}: expected a JSON object with sections {', '.join(SECTIONS)}")
-        return cls.from_dict(payload)
+        from core.data.formats import read_json_file
+
+        return cls.from_dict(read_json_file(path))
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -7,23 +7,17 @@ also shown with its paired bootstrap interval, so "effective" never hides "not p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from core.data.formats import read_json_file
 from core.errors import DataError
 
 EFFECTIVE, MODERATE = 0.10, 0.05
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    results = read_json_file(path)
     missing = [key for key in ("metadata", "statistics", "by_category", "results") if key not in results]
     if missing:
         raise DataError(f"{path}: not an LLM bench result (no {missing[0]!r} section)")

@@ -7,11 +7,11 @@ terms that show an answer is about it (for the domain-relevance metric). JSON or
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.data.formats import read_json_file
 from core.errors import DataError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -41,26 +41,9 @@ class Suite:
         return list(dict.fromkeys(p.category for p in self.prompts))
 
 
-def _read_structured(path: Path) -> Any:
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise DataError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-
-
 def load_tools(spec: str = "default") -> dict[str, dict[str, Any]]:
     path = DEFAULT_TOOLS if spec == "default" else Path(spec)
-    payload = _read_structured(path)
+    payload = read_json_file(path, expect_object=False)
     tools = payload.get("tools") if isinstance(payload, dict) else None
     if not isinstance(tools, dict) or not tools:
         raise DataError(f"{path}: expected {{\"tools\": {{name: {{\"terms\": [...]}}}}}}")
@@ -74,7 +57,7 @@ def load_suite(spec: str = "default", *, categories: list[str] | None = None,
                tools: dict[str, dict[str, Any]] | None = None) -> Suite:
     """Load and check a suite: every prompt needs keywords, every expected tool must be known."""
     path = DEFAULT_SUITE if spec == "default" else Path(spec)
-    payload = _read_structured(path)
+    payload = read_json_file(path, expect_object=False)
     if not isinstance(payload, dict) or not isinstance(payload.get("categories"), dict):
         raise DataError(f"{path}: expected an object with 'categories': {{name: [prompts]}}")
     prompts: list[Prompt] = []

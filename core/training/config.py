@@ -7,7 +7,6 @@ messages that say which value is wrong and what is allowed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -152,13 +151,6 @@ class TrainingConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainingConfig:
-        path = Path(path)
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise EmbtuneError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as exc:
-            raise EmbtuneError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-        if not isinstance(payload, dict):
-            raise EmbtuneError(f"{path}: expected a JSON object of settings")
-        return cls.from_dict(payload)
+        from core.data.formats import read_json_file
+
+        return cls.from_dict(read_json_file(path))
