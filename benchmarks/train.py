@@ -30,7 +30,7 @@ embtune reports.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/train.py                     # defaults: 1 epoch, A B B A (~10-20 min on 2 cores)
+    .venv/bin/python benchmarks/train.py      # defaults: 1 epoch, A B B A (~3 min on 2 idle cores, 20+ when shared)
     .venv/bin/python benchmarks/train.py --repeats 3 --epochs 2 --plain-eval all-dims
 """
 
@@ -82,6 +82,20 @@ class PhaseClock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.step_starts: list[float] = []
+
+    def mark_steps(self, owner: Any, attribute: str) -> Callable[[], None]:
+        """Note when each call of ``owner.attribute`` (the trainer's ``training_step``) begins."""
+        original = getattr(owner, attribute)
+        own = attribute in vars(owner)
+
+        @functools.wraps(original)
+        def marked(*args: Any, **kwargs: Any) -> Any:
+            self.step_starts.append(time.perf_counter())
+            return original(*args, **kwargs)
+
+        setattr(owner, attribute, marked)
+        return (lambda: setattr(owner, attribute, original)) if own else (lambda: delattr(owner, attribute))
 
     def wrap(self, owner: Any, attribute: str, phase: str, cpu: bool = False) -> Callable[[], None]:
         """Time every call of ``owner.attribute`` under ``phase`` (and this process's CPU seconds under
@@ -105,11 +119,14 @@ class PhaseClock:
     @contextmanager
     def collecting(self) -> Iterator[dict[str, float]]:
         self.seconds = defaultdict(float)
+        self.step_starts = []
         out: dict[str, float] = {}
         try:
             yield out
         finally:
             out.update(self.seconds)
+            cycles = [b - a for a, b in zip(self.step_starts, self.step_starts[1:], strict=False)]
+            out["step: median cycle"] = statistics.median(cycles) if cycles else float("nan")
 
 
 def instrument(clock: PhaseClock) -> list[Callable[[], None]]:
@@ -124,6 +141,7 @@ def instrument(clock: PhaseClock) -> list[Callable[[], None]]:
     callback = "callback: embtune progress (inside the loop)"
     return [
         clock.wrap(Trainer, "train", "train", cpu=True),
+        clock.mark_steps(Trainer, "training_step"),
         *(clock.wrap(ProgressBridge, hook, callback) for hook in ("on_train_begin", "on_log", "on_evaluate",
                                                                  "on_step_end", "on_train_end")),
         clock.wrap(Trainer, "evaluate", "loop: evaluate each epoch"),
@@ -244,16 +262,37 @@ def run_plain(args: argparse.Namespace, workdir: Path, clock: PhaseClock) -> Run
                train_cpu_s=phases.get("cpu: train", 0.0))
 
 
-def warm_up() -> None:
-    """Pay import and first-call costs before any timed run (they would land on whichever ran first)."""
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer  # noqa: F401
+def warm_up(args: argparse.Namespace) -> None:
+    """Pay import and first-call costs before any timed run (they would land on whichever ran first).
+
+    That includes a few untimed training steps: the first backward pass and optimizer step in a
+    process are slower (allocator, autograd and kernel set-up), and would otherwise be charged to A.
+    """
+    import datasets
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     import core.training.train  # noqa: F401
     from core.embedders.registry import KNOWN_MODELS
 
     model = SentenceTransformer(str(KNOWN_MODELS["default"].package_folder()), device="cpu")
+    model.max_seq_length = args.max_seq_length
     model.encode(["прогрев", "warm-up"], show_progress_bar=False)
-    _positive_pairs()
+    pairs = _positive_pairs()[0][: 3 * args.batch_size]
+    with tempfile.TemporaryDirectory(prefix="embtune-bench-warmup-") as tmp:
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=SentenceTransformerTrainingArguments(
+                output_dir=tmp, max_steps=3, per_device_train_batch_size=args.batch_size, use_cpu=True,
+                save_strategy="no", report_to=[], disable_tqdm=True, seed=SEED),
+            train_dataset=datasets.Dataset.from_dict({"anchor": [a for a, _ in pairs],
+                                                      "positive": [p for _, p in pairs]}),
+            loss=MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), matryoshka_dims=list(args.dims)),
+        )
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
 
 
 def median(values: list[float]) -> float:
@@ -265,6 +304,7 @@ def report(runs: list[Run], args: argparse.Namespace, forgetting: bool) -> str:
     loop = {name: median([r.train_s for r in rs]) for name, rs in by.items()}
     total = {name: median([r.total_s for r in rs]) for name, rs in by.items()}
     cpu = {name: median([r.train_cpu_s for r in rs]) for name, rs in by.items()}
+    step = {name: median([r.phases["step: median cycle"] for r in rs]) for name, rs in by.items()}
     pairs = by["plain"][0].pairs * args.epochs
     sequence = " ".join("A" if r.variant == "embtune" else "B" for r in runs)
     lines = [
@@ -273,17 +313,22 @@ def report(runs: list[Run], args: argparse.Namespace, forgetting: bool) -> str:
         f"{args.epochs:g} epoch(s), batch {args.batch_size}, max_seq_length {args.max_seq_length}, "
         f"Matryoshka {list(args.dims)}, lr {args.lr:g}, CPU fp32; plain evaluator: {args.plain_eval}",
         "",
-        "| variant | train loop s (median) | examples/s | ratio to plain | end to end s (median) | steps |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| variant | train loop s (median) | examples/s | ratio to plain | median step s | step ratio "
+        "| end to end s (median) | steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("plain", "embtune"):
         lines.append(f"| {name} | {loop[name]:.1f} | {pairs / loop[name]:.1f} | {loop[name] / loop['plain']:.3f} "
-                     f"| {total[name]:.1f} | {by[name][0].steps} |")
+                     f"| {step[name]:.2f} | {step[name] / step['plain']:.3f} | {total[name]:.1f} "
+                     f"| {by[name][0].steps} |")
     pairs_ratio = [f"{a.train_s / b.train_s:.3f}" for a, b in _pairs(runs)]
     lines += [
         "",
         f"train-loop ratio embtune / plain (wall): **{loop['embtune'] / loop['plain']:.3f}** (target ≤ 1.05); "
         f"per neighbouring A/B pair: {', '.join(pairs_ratio)}",
+        "median step s: the median time from one training step's start to the next (data, forward, backward, "
+        "optimizer, callbacks, logging), taken within each run, then the median over runs; a slow spell on the "
+        "machine moves it less than the total.",
         f"process CPU seconds in the loop, medians (diagnostic only: under contention waiting torch threads "
         f"spin, so CPU time swings more than wall time): plain {cpu['plain']:.1f}, embtune {cpu['embtune']:.1f}",
         "",
@@ -339,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(machine_line())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    warm_up()
+    warm_up(args)
     clock = PhaseClock()
     undo = instrument(clock)
     forgetting = not args.no_forgetting_check
