@@ -36,29 +36,28 @@ class Check:
 
 
 def run_checks(workspace_root: Path, db_url: str, *, load_model: bool = True) -> list[Check]:
-    checks = [_python(), *_torch(), *_dependencies()]
+    checks = [python_check(), *torch_checks(), *_dependencies()]
     checks.append(_bundled_model(load_model))
     checks.append(_workspace(workspace_root))
     checks.append(_database(db_url))
     return checks
 
 
-def _python() -> Check:
+def python_check() -> Check:
     version = platform.python_version()
     return Check("Python", OK, f"{version} ({sys.executable})")
 
 
-def _torch() -> list[Check]:
+def torch_checks() -> list[Check]:
     try:
         import torch
     except ImportError:
         return [Check("torch", FAIL, "not installed", "run `make demo` or `pip install -e .`")]
     checks = [Check("torch", OK, torch.__version__)]
     if torch.cuda.is_available():
-        gpus = []
-        for index in range(torch.cuda.device_count()):
-            free, total = torch.cuda.mem_get_info(index)
-            gpus.append(f"{torch.cuda.get_device_name(index)} ({free / 2**30:.1f}/{total / 2**30:.1f} GiB free)")
+        from core.device import gpu_memory, gpu_memory_line
+
+        gpus = [gpu_memory_line(device) for device in gpu_memory()]
         checks.append(Check("CUDA", OK, f"{torch.version.cuda}; " + "; ".join(gpus)))
     else:
         checks.append(Check("CUDA", WARN, "no CUDA GPU: running on CPU (slower training, same results)",

@@ -159,3 +159,29 @@ def test_default_suite_and_tools_ship_with_the_package() -> None:
     suite = load_suite("default", tools=tools)
     assert len(tools) == 13 and len(suite.prompts) == 30 and len(suite.categories) == 3
     assert {p.prompt for p in suite.prompts} >= {"ouvre chrome", "monte le son"}
+
+
+def test_llm_check_setup_reports_config_suite_and_adapters(bench_files: dict[str, Path], tiny_llama_dir: Path,
+                                                           adapter: Path, tmp_path: Path, run_cli) -> None:
+    from tests.conftest import build_tiny_llama
+
+    config = bench_config(bench_files, tiny_llama_dir).to_dict()
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(config), encoding="utf-8")
+    result = run_cli("llm", "check-setup", "--config", str(good))
+    assert result.code == 0, result.out + result.err
+    assert "✓ config:" in result.out and "✓ prompt suite: t: 4 prompts in 2 categories, 3 tools" in result.out
+    assert f"✓ adapter {adapter}" in result.out and "torch" in result.out
+
+    other = build_tiny_llama(tmp_path / "other", seed=4)
+    config["model"]["base"] = str(other)
+    wrong_base = tmp_path / "wrong-base.json"
+    wrong_base.write_text(json.dumps(config), encoding="utf-8")
+    result = run_cli("llm", "check-setup", "--config", str(wrong_base))
+    assert result.code == 1 and f"✗ adapter {adapter}" in result.out and "configured base" in result.out
+
+    config["generation"]["temperature"] = "hot"
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(config), encoding="utf-8")
+    result = run_cli("llm", "check-setup", "--config", str(broken))
+    assert result.code == 1 and "✗ config: bench config: generation.temperature='hot' has the wrong type" in result.out

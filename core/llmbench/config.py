@@ -92,6 +92,9 @@ class BenchConfig:
             raise EmbtuneError(f"model.quantization={self.model.quantization!r} is not allowed: none or 4bit")
         if self.model.device_map not in ("auto", "cpu"):
             raise EmbtuneError(f"model.device_map={self.model.device_map!r} is not allowed: auto or cpu")
+        if self.logging.verbosity not in ("debug", "info", "warning", "error"):
+            raise EmbtuneError(f"logging.verbosity={self.logging.verbosity!r} is not allowed: debug, info, warning "
+                               "or error")
         gen = self.generation
         if gen.max_new_tokens <= 0:
             raise EmbtuneError(f"generation.max_new_tokens={gen.max_new_tokens} must be positive")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from core.device import gpu_memory, gpu_memory_line
 from core.errors import CancelledError, EmbtuneError, ModelLoadError
 from core.llmbench.config import BenchConfig
 from core.llmbench.metrics import METRICS, clean_response
@@ -46,6 +47,8 @@ class LoadedModel:
     device: str = "cpu"
     quantization: str = "none"
     warnings: list[str] = field(default_factory=list)
+    gpu_memory: list[dict[str, Any]] = field(default_factory=list)
+    load_seconds: float = 0.0
 
 
 def smollm2_folder() -> Path | None:
@@ -74,6 +77,15 @@ def find_adapters(spec: list[str] | str, adapters_dir: str) -> list[Path]:
     return folders
 
 
+def check_adapter_base(folder: Path, configured: str) -> dict[str, Any]:
+    """The adapter's config; refuses an adapter trained on another base (naming both)."""
+    adapter_config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    recorded = adapter_config.get("base_model_name_or_path") or ""
+    if recorded and not _same_base(recorded, configured):
+        raise EmbtuneError(f"adapter {folder} was trained on {recorded!r}, but the configured base is {configured!r}")
+    return adapter_config
+
+
 def _same_base(recorded: str, configured: str) -> bool:
     if recorded == configured:
         return True
@@ -87,6 +99,7 @@ def load_model(config: BenchConfig, adapter_folders: list[Path] | None = None) -
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     warnings: list[str] = []
+    started = time.perf_counter()
     base = config.model.base
     on_gpu = torch.cuda.is_available() and config.model.device_map == "auto"
     device_map = "auto" if on_gpu else "cpu"
@@ -134,6 +147,14 @@ def load_model(config: BenchConfig, adapter_folders: list[Path] | None = None) -
                          quantization=quantization, warnings=warnings)
     for index, folder in enumerate(adapter_folders or []):
         attach_adapter(loaded, folder, f"adapter{index + 1}" if len(adapter_folders or []) > 1 else folder.name)
+    loaded.load_seconds = time.perf_counter() - started
+    loaded.gpu_memory = gpu_memory()
+    if config.logging.timings:
+        logger.info("loaded %s (%s, %s) with %d adapter(s) in %.1f s", base, loaded.device, quantization,
+                    len(loaded.adapters), loaded.load_seconds)
+    if config.logging.show_gpu_memory:
+        for device in loaded.gpu_memory:
+            logger.info("GPU memory after loading: %s", gpu_memory_line(device))
     return loaded
 
 
@@ -141,11 +162,7 @@ def attach_adapter(loaded: LoadedModel, folder: Path, name: str) -> None:
     """Load a peft adapter onto the one base model; refuse one trained on another base."""
     from peft import PeftModel
 
-    recorded = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get(
-        "base_model_name_or_path") or ""
-    if recorded and not _same_base(recorded, loaded.base_id):
-        raise EmbtuneError(f"adapter {folder} was trained on {recorded!r}, but the configured base is "
-                           f"{loaded.base_id!r}")
+    check_adapter_base(folder, loaded.base_id)
     if not loaded.adapters:
         loaded.model = PeftModel.from_pretrained(loaded.model, str(folder), adapter_name=name)
     else:
@@ -255,6 +272,7 @@ def run_bench(config: BenchConfig, *, progress: BenchProgress | None = None, can
     return {
         "metadata": {"base_model": loaded.base_id, "adapters": loaded.adapters, "device": loaded.device,
                      "quantization": loaded.quantization, "suite": suite.name, "prompts": len(records),
+                     "load_seconds": round(loaded.load_seconds, 2), "gpu_memory": loaded.gpu_memory,
                      "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                      "python": platform.python_version(), "warnings": loaded.warnings, "config": config.to_dict()},
         "statistics": _statistics(records, list(loaded.adapters), enabled),
