@@ -19,6 +19,18 @@ class DataError(EmbtuneError):
     """A data file that cannot be read or fails validation (names file, row, field)."""
 
 
+class ImageError(DataError):
+    """An image that is missing, unreadable, truncated or empty (names the file, or its position).
+
+    ``position`` is the image's index in the batch it came in, so a caller that knows where
+    the batch came from (a table's rows) can name the row too.
+    """
+
+    def __init__(self, message: str, *, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
+
+
 class ModelLoadError(EmbtuneError):
     """A model spec that cannot be turned into a working model."""
 

@@ -5,6 +5,12 @@ same thing: a folder under ``<workspace>/collections/<name>`` (FAISS index + ite
 ``core.index``) and a row with its items in the database. Everything is validated before
 anything is written; the folder is committed first (atomically), then the database rows in
 one transaction.
+
+An *image collection* is indexed from a table with an image column (paths relative to the
+table's folder) and a ``clip:`` model. Each item keeps the image's absolute path in its
+metadata under ``IMAGE_PATH_FIELD``, the other columns (e.g. ``workflow_id``) as metadata,
+and as text the text column (or the path as written). It is searched by text (through the
+model's text tower) or by image (``search_collection(..., image=...)``).
 """
 
 from __future__ import annotations
@@ -17,15 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from core.data.formats import read_table
-from core.data.validate import validate_items
-from core.embedders import TextEmbedder, load_embedder
-from core.errors import CollectionError, DimensionMismatchError
+from core.data.validate import require_columns, validate_items
+from core.embedders import Embedder, is_clip_spec, load_embedder
+from core.errors import CollectionError, DataError, DimensionMismatchError, ImageError
+from core.images import ImageInput, check_image_files
 from core.index import Collection, Filter, SearchHit, check_k
 from core.progress import CancelToken, ProgressCallback
 from storage.db import Database
 from storage.workspace import Workspace
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+# Metadata key under which an image collection keeps each item's absolute image path.
+IMAGE_PATH_FIELD = "image_path"
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class IndexReport:
     index_factory: str
     path: str
     seconds: float
+    modality: str = "text"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,33 +67,59 @@ def index_file(
     file: str | Path,
     *,
     collection: str,
-    text_column: str,
+    text_column: str | None = None,
     workspace: Workspace,
     db: Database,
     id_column: str | None = None,
+    image_column: str | None = None,
     model: str = "default",
     index_kind: str = "auto",
     device: str = "auto",
     fallback: bool = True,
-    embedder: TextEmbedder | None = None,
+    embedder: Embedder | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     show_progress: bool | None = None,
 ) -> IndexReport:
-    """Read, validate, embed and index a CSV/JSONL/Parquet file as a named collection."""
+    """Read, validate, embed and index a CSV/JSONL/Parquet file as a named collection.
+
+    With ``image_column`` the images are embedded (the model must be a ``clip:`` model);
+    otherwise ``text_column`` is.
+    """
     started = time.perf_counter()
     check_collection_name(collection)
+    if image_column is None and text_column is None:
+        raise DataError("say what to embed: a text column (--text-column) or an image column (--image-column)")
     frame = read_table(file)
-    validate_items(frame, text_column=text_column, id_column=id_column, source=file)
+    validate_items(frame, text_column=image_column or text_column, id_column=id_column, source=file)
+    if image_column and text_column:
+        require_columns(frame, [text_column], file)
     ids = frame[id_column].astype(str).str.strip().tolist() if id_column else [str(i + 1) for i in range(len(frame))]
-    texts = frame[text_column].astype(str).str.strip().tolist()
-    meta_columns = [c for c in frame.columns if c not in (text_column, id_column)]
+    texts = frame[text_column].fillna("").astype(str).str.strip().tolist() if text_column else None
+    meta_columns = [c for c in frame.columns if c not in (text_column, id_column, image_column)]
     metadata = frame[meta_columns].to_dict(orient="records") if meta_columns else [{} for _ in ids]
-    embedder = embedder or load_embedder(model, device=device, fallback=fallback)
-    built = Collection.from_items(
-        ids, texts, embedder, metadata=metadata, index_kind=index_kind, model_spec=embedder.spec,
-        progress=progress, cancel=cancel, show_progress=show_progress,
-    )
+    if image_column:
+        written = frame[image_column].astype(str).str.strip().tolist()
+        paths = _image_paths(written, Path(file), image_column)
+        embedder = embedder or load_embedder(model, device=device, fallback=fallback)
+        if not hasattr(embedder, "encode_images"):
+            raise DataError(f"--image-column needs an image model, and {embedder.model_id} is a text model: "
+                            "use --model clip:ARCH/TAG or clip:/path/to/open_clip/folder")
+        try:
+            vectors = embedder.encode_images(paths, progress=progress, cancel=cancel, show_progress=show_progress)
+        except ImageError as exc:
+            where = f"{file}: row {exc.position + 1}: " if exc.position is not None else f"{file}: "
+            raise ImageError(where + str(exc), position=exc.position) from None
+        texts = [text or path for text, path in zip(texts or written, written, strict=True)]
+        metadata = [{**meta, IMAGE_PATH_FIELD: str(path)} for meta, path in zip(metadata, paths, strict=True)]
+        built = Collection(embedder.dimension, index_kind=index_kind, embedder=embedder, model_spec=embedder.spec)
+        built.add(ids, vectors, texts=texts, metadata=metadata)
+    else:
+        embedder = embedder or load_embedder(model, device=device, fallback=fallback)
+        built = Collection.from_items(
+            ids, texts, embedder, metadata=metadata, index_kind=index_kind, model_spec=embedder.spec,
+            progress=progress, cancel=cancel, show_progress=show_progress,
+        )
     folder = built.save(workspace.collection_dir(collection))
     stats = built.stats()
     db.save_collection(
@@ -101,8 +137,25 @@ def index_file(
     return IndexReport(
         collection=collection, count=len(built), dimension=built.dimension, model_id=embedder.model_id,
         model_spec=embedder.spec, index_kind=index_kind, index_factory=stats["index_factory"], path=str(folder),
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, modality="image" if image_column else "text",
     )
+
+
+def _image_paths(written: list[str], file: Path, column: str) -> list[Path]:
+    """Image paths as written in the table, resolved against the table's folder; all must exist."""
+    base = file.resolve().parent
+    paths = [(base / Path(value).expanduser()).resolve() for value in written]
+    check_image_files(paths, labels=[f"{file}: row {row + 1} (column {column!r})" for row in range(len(paths))])
+    return paths
+
+
+def collection_record(name: str, db: Database) -> Any:
+    """The database row of a named collection; a missing name lists the ones there are."""
+    record = db.get_collection(name)
+    if record is None:
+        known = ", ".join(r.name for r in db.list_collections()) or "none yet: run `embtune index` first"
+        raise CollectionError(f"collection {name!r} does not exist (collections: {known})")
+    return record
 
 
 def open_collection(
@@ -110,7 +163,7 @@ def open_collection(
     *,
     workspace: Workspace,
     db: Database,
-    embedder: TextEmbedder | None = None,
+    embedder: Embedder | None = None,
     device: str = "auto",
     rebuild: bool = False,
 ) -> Collection:
@@ -119,13 +172,13 @@ def open_collection(
     A model whose weights changed since the index was built (or with another dimension)
     is refused with a message, unless ``rebuild`` re-embeds the stored texts and saves.
     """
-    record = db.get_collection(name)
-    if record is None:
-        known = ", ".join(r.name for r in db.list_collections()) or "none yet: run `embtune index` first"
-        raise CollectionError(f"collection {name!r} does not exist (collections: {known})")
+    record = collection_record(name, db)
     embedder = embedder or load_embedder(record.model_spec, device=device)
     collection = Collection.load(record.path)
     if embedder.fingerprint != collection.info.model_fingerprint or embedder.dimension != collection.dimension:
+        if rebuild and is_clip_spec(record.model_spec):
+            raise CollectionError(f"collection {name!r} holds images, which cannot be re-embedded from stored text: "
+                                  f"index its file again with the new model")
         if not rebuild:
             what = (f"{embedder.dimension}-d vectors, the index holds {collection.dimension}-d"
                     if embedder.dimension != collection.dimension else "different weights")
@@ -145,14 +198,27 @@ def open_collection(
 
 def search_collection(
     name: str,
-    query: str,
+    query: str | None = None,
     *,
     workspace: Workspace,
     db: Database,
     k: int = 5,
     filter: Filter | None = None,
+    image: ImageInput | None = None,
 ) -> list[SearchHit]:
+    """Search by text, or by ``image`` (a path, PIL image or BGR array) in a collection built with a clip: model.
+
+    A text query on an image collection goes through the model's text tower.
+    """
     check_k(k)
+    if image is not None:
+        if query is not None and query.strip():
+            raise CollectionError("give a text query or an image, not both")
+        collection = open_collection(name, workspace=workspace, db=db)
+        if not hasattr(collection.embedder, "encode_images"):
+            raise CollectionError(f"collection {name!r} was built with the text model {collection.info.model_id}: "
+                                  "search it by text, or index the images with a clip: model")
+        return collection.search(collection.embedder.encode_images(image), k, filter=filter)
     if not query or not query.strip():
         raise CollectionError("the query is empty")
     return open_collection(name, workspace=workspace, db=db).search(query.strip(), k, filter=filter)

@@ -75,22 +75,27 @@ def index_command(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file")],
     collection: Annotated[str, typer.Option("--collection", help="collection name")],
-    text_column: Annotated[str, typer.Option("--text-column", help="column with the text to embed")],
+    text_column: Annotated[str | None, typer.Option("--text-column", help="column with the text to embed (with "
+                                                    "--image-column: stored as the item's text)")] = None,
     id_column: Annotated[str | None, typer.Option("--id-column", help="column with unique ids "
                                                   "(default: row numbers)")] = None,
-    model: Annotated[str, typer.Option("--model", help="default, a local folder or a hub id")] = "default",
+    image_column: Annotated[str | None, typer.Option("--image-column", help="column with image paths (relative to "
+                                                     "FILE's folder) to embed; needs --model clip:...")] = None,
+    model: Annotated[str, typer.Option("--model", help="default, a local folder, a hub id, or clip:ARCH/TAG | "
+                                       "clip:/open_clip/folder")] = "default",
     index_kind: Annotated[str, typer.Option("--index-kind", help="auto, flat, hnsw, ivf or a faiss factory "
                                             "string")] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps")] = "auto",
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="fail instead of using the bundled model "
                                               "when --model cannot load")] = False,
 ) -> None:
-    """Embed a table's text column and store it as a searchable collection."""
+    """Embed a table's text (or image) column and store it as a searchable collection."""
     from core.indexing import index_file
 
     context: Context = ctx.obj
     report = index_file(
-        file, collection=collection, text_column=text_column, id_column=id_column, model=model,
+        file, collection=collection, text_column=text_column, id_column=id_column, image_column=image_column,
+        model=model,
         index_kind=index_kind, device=device, fallback=not no_fallback,
         workspace=context.workspace(), db=context.database(), show_progress=sys.stderr.isatty() or None,
     )
@@ -102,16 +107,18 @@ def index_command(
 def search_command(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="collection name")],
-    query: Annotated[str, typer.Argument(help="text to search for")],
+    query: Annotated[str | None, typer.Argument(help="text to search for")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="number of results")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of {id, score, metadata}")] = False,
     filters: Annotated[list[str] | None, typer.Option("--filter", help="metadata field=value (repeatable)")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="search with this image instead of a text "
+                                               "(collections built with a clip: model)")] = None,
 ) -> None:
-    """Search a collection by text."""
+    """Search a collection by text, or by image with --image."""
     from core.indexing import parse_filter, search_collection
 
     context: Context = ctx.obj
-    hits = search_collection(name, query, k=k, filter=parse_filter(filters),
+    hits = search_collection(name, query, k=k, filter=parse_filter(filters), image=image,
                              workspace=context.workspace(), db=context.database())
     if as_json:
         typer.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
@@ -381,6 +388,8 @@ def llm_bench_command(config_file: Annotated[Path, typer.Argument(help="BenchCon
     from storage.workspace import atomic_write_json, atomic_write_text
 
     config = BenchConfig.from_file(config_file)
+    # The bench's own lines (load time, GPU memory per device) follow the config's verbosity.
+    logging.getLogger("core.llmbench").setLevel(config.logging.verbosity.upper())
 
     def show(step: dict[str, Any]) -> None:
         times = ", ".join(f"{k} {v:.1f}s" for k, v in step["seconds"].items())
@@ -431,6 +440,21 @@ def llm_train_lora_command(
                f"{result.trainable_parameters} trainable parameters)")
 
 
+@llm_app.command("check-setup")
+def llm_check_setup_command(
+    config_file: Annotated[Path | None, typer.Option("--config", help="BenchConfig JSON to check")] = None,
+) -> None:
+    """Python, torch, CUDA and GPU memory, the LLM libraries, 4-bit, SmolLM2, config, suite and adapters."""
+    from core.llmbench.setup_check import run_llm_checks
+    from core.setup_check import FAIL
+
+    checks = run_llm_checks(config_file)
+    for check in checks:
+        typer.echo(check.line())
+    if any(check.status == FAIL for check in checks):
+        raise typer.Exit(1)
+
+
 @llm_app.command("quick-test")
 def llm_quick_test_command(
     model: Annotated[str, typer.Option("--model")] = "smollm2",
@@ -448,6 +472,85 @@ def llm_quick_test_command(
     answer = generate(loaded, load_suite("default"), Prompt("quick", "quick", prompt, [prompt]), config)
     typer.echo(f"{prompt!r} → {answer.text!r}\n{answer.new_tokens} tokens in {answer.seconds:.2f} s "
                f"({answer.tokens_per_s:.1f} tokens/s)")
+
+
+@app.command("match")
+def match_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="image collection with a workflow_id (or --field) column")],
+    screenshot: Annotated[Path, typer.Argument(help="screenshot to match")],
+    k: Annotated[int, typer.Option("-k", "--k", help="number of workflows")] = 3,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="cosine the best match must reach to be "
+                                                    "confident (default: core.matching.DEFAULT_MATCH_THRESHOLD)")]
+    = None,
+    field: Annotated[str, typer.Option("--field", help="metadata field that names the workflow")] = "workflow_id",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Which workflows is a screenshot from? Best score per workflow, and whether the best is confident."""
+    from core.indexing import open_collection
+    from core.matching import DEFAULT_MATCH_THRESHOLD, match
+
+    context: Context = ctx.obj
+    collection = open_collection(name, workspace=context.workspace(), db=context.database())
+    result = match(collection, screenshot, k, field=field,
+                   threshold=DEFAULT_MATCH_THRESHOLD if threshold is None else threshold)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    for rank, found in enumerate(result.matches, start=1):
+        typer.echo(f"{rank:>2}. {found.score:.4f}  {field}={found.workflow_id}  (screenshot {found.item_id}, "
+                   f"{found.hits} near)")
+    typer.echo(f"{'confident' if result.confident else 'not confident'} (threshold {result.threshold:.2f})")
+
+
+@app.command("map")
+def map_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="collection name")],
+    out: Annotated[Path, typer.Option("--out", help="map file: .png (static) or .html (interactive)")],
+    method: Annotated[str, typer.Option("--method", help="umap or tsne")] = "umap",
+    color_by: Annotated[str | None, typer.Option("--color-by", help="metadata field to colour by")] = None,
+    max_points: Annotated[int | None, typer.Option("--max-points", help="sample above this many points "
+                                                   "(default: core.maps.MAX_MAP_POINTS)")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """2-D map of a collection's vectors (UMAP or t-SNE), cached per collection version."""
+    from core.maps import MAX_MAP_POINTS, map_collection
+
+    context: Context = ctx.obj
+    report = map_collection(name, out=out, method=method, color_by=color_by, seed=seed,
+                            max_points=max_points or MAX_MAP_POINTS, workspace=context.workspace(),
+                            db=context.database())
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"map of {report.points} points ({report.method}{', cached projection' if report.from_cache else ''}"
+               f", {report.seconds:.1f} s): {report.out}")
+
+
+@app.command("compare-embedders")
+def compare_embedders_command(
+    data: Annotated[Path, typer.Option("--data", help="labelled CSV/JSONL/Parquet file")],
+    models: Annotated[list[str], typer.Option("--model", help="model spec (repeat to compare)")],
+    label_column: Annotated[str, typer.Option("--label-column", help="column with each item's label")],
+    text_column: Annotated[str | None, typer.Option("--text-column", help="column with texts")] = None,
+    image_column: Annotated[str | None, typer.Option("--image-column", help="column with image paths (relative "
+                                                     "to the file's folder)")] = None,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the result here")] = None,
+) -> None:
+    """Speed, memory, label discrimination and leave-one-out top-1/top-5 of several embedders on one set."""
+    from core.compare_embedders import compare_embedders
+    from storage.workspace import atomic_write_json
+
+    result = compare_embedders(data, models, label_column=label_column, text_column=text_column,
+                               image_column=image_column, device=device)
+    typer.echo(f"{result.items} {result.modality} items, {result.labels} labels "
+               f"({result.evaluated_items} items with a same-label neighbour)\n")
+    typer.echo(result.table())
+    typer.echo("\nverdict: " + result.verdict())
+    if json_out is not None:
+        atomic_write_json(json_out, result.to_dict())
+        typer.echo(f"written: {json_out}")
 
 
 def main(argv: list[str] | None = None) -> None:

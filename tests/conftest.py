@@ -151,3 +151,30 @@ def build_tiny_llama(folder: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("llama"))
+
+
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def build_tiny_clip(folder: Path, *, embed_dim: int = 32, seed: int = 0) -> Path:
+    """An open_clip CLIP (tiny vision + text towers, random weights) saved in the ``clip:FOLDER`` layout."""
+    import copy
+
+    import open_clip
+    import torch
+
+    from core.embedders import save_clip_folder
+
+    config = copy.deepcopy(TINY_CLIP_CONFIG)
+    config["embed_dim"] = embed_dim
+    torch.manual_seed(seed)
+    return save_clip_folder(open_clip.CLIP(**config), config, folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("tinyclip"))

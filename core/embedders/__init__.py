@@ -1,7 +1,9 @@
 """Embedders: one factory for every model kind, a shared cache, known models as data."""
 
 from core.embedders.cache import CacheStats, EmbeddingCache, shared_cache
-from core.embedders.factory import load_embedder, resolve_spec
+from core.embedders.factory import Embedder, is_clip_spec, load_embedder, resolve_spec
+from core.embedders.image import ClipEmbedder, save_clip_folder
 from core.embedders.text import TextEmbedder
 
-__all__ = ["CacheStats", "EmbeddingCache", "TextEmbedder", "load_embedder", "resolve_spec", "shared_cache"]
+__all__ = ["CacheStats", "ClipEmbedder", "Embedder", "EmbeddingCache", "TextEmbedder", "is_clip_spec",
+           "load_embedder", "resolve_spec", "save_clip_folder", "shared_cache"]

@@ -5,6 +5,18 @@ id. Hub ids are the real loading path for users with internet; here, with no net
 id that cannot load falls back to the bundled model with a warning that says so (once per
 spec), unless ``fallback=False``. An explicit local path that does not exist is the user's
 mistake and never falls back.
+
+A spec that starts with ``clip:`` names an open_clip image–text model (``ClipEmbedder``):
+
+- ``clip:ARCH/TAG`` — any open_clip architecture with one of its pretrained tags, e.g.
+  ``clip:ViT-B-32/openai`` (weights come from the hub, or its local cache);
+- ``clip:hf-hub:ORG/REPO`` — an open_clip model published on the hub;
+- ``clip:/path/to/folder`` — a local folder in open_clip's export layout
+  (``open_clip_config.json`` + ``open_clip_model.safetensors``, see ``core.embedders.image``).
+
+Image specs never fall back: no image model ships offline (no PyPI package carries CLIP
+weights), and answering an image request with the bundled text model would be wrong. A
+``clip:`` spec that cannot load is always one clear ``ModelLoadError`` line.
 """
 
 from __future__ import annotations
@@ -14,21 +26,27 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from core.device import resolve_device
 from core.embedders.cache import EmbeddingCache, shared_cache
+from core.embedders.image import CLIP_PREFIX, CONFIG_NAME, WEIGHTS_NAMES, ClipEmbedder, read_clip_config
 from core.embedders.registry import DEFAULT_MODEL, KnownModel, known_model
 from core.embedders.text import TextEmbedder
 from core.errors import ModelLoadError
+
+# What ``load_embedder`` returns: both kinds share encode/dimension/fingerprint/model_id/spec.
+Embedder = TextEmbedder | ClipEmbedder
 
 logger = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _warned_fallbacks: set[str] = set()
-_loaded_models: dict[tuple[str, str], object] = {}
+_loaded_models: dict[tuple[object, str], Any] = {}
 _load_lock = threading.Lock()
 
 
@@ -79,15 +97,22 @@ def load_embedder(
     cache: EmbeddingCache | bool | None = True,
     batch_size: int = 64,
     reuse: bool = True,
-) -> TextEmbedder:
+) -> Embedder:
     """Load the embedder a spec names.
 
     ``cache=True`` uses the process-wide cache, an ``EmbeddingCache`` a private one, and
     ``False``/``None`` none. ``reuse`` shares an already loaded model in this process (the
-    trainer passes ``False`` to get a copy of its own to change).
+    trainer passes ``False`` to get a copy of its own to change). ``clip:`` specs give a
+    ``ClipEmbedder`` and ignore ``fallback`` (see the module docstring).
     """
     resolved_device = resolve_device(device)
     chosen_cache = shared_cache() if cache is True else (cache if isinstance(cache, EmbeddingCache) else None)
+    if is_clip_spec(spec):
+        clip = resolve_clip_spec(spec)
+        model, preprocess, tokenizer = _load_model(("clip", clip.model_name, clip.pretrained or ""), resolved_device,
+                                                   reuse, lambda: _construct_clip(clip, resolved_device))
+        return ClipEmbedder(model, preprocess, tokenizer, model_id=clip.model_id, spec=clip.spec,
+                            truncate_dim=truncate_dim, cache=chosen_cache, batch_size=batch_size)
     resolved = resolve_spec(spec)
     try:
         model = _load_sentence_transformer(resolved, resolved_device, reuse)
@@ -115,11 +140,15 @@ def load_embedder(
 
 
 def _load_sentence_transformer(resolved: ResolvedSpec, device: str, reuse: bool) -> object:
-    key = (resolved.location, device)
+    return _load_model(resolved.location, device, reuse, lambda: _construct(resolved, device))
+
+
+def _load_model(location: object, device: str, reuse: bool, construct: Callable[[], Any]) -> Any:
+    key = (location, device)
     with _load_lock:
         if reuse and key in _loaded_models:
             return _loaded_models[key]
-        model = _construct(resolved, device)
+        model = construct()
         if reuse:
             _loaded_models[key] = model
         return model
@@ -142,6 +171,97 @@ def _construct(resolved: ResolvedSpec, device: str) -> object:
         if offline:
             reason = f"the model hub is not reachable and {resolved.location} is not in the local cache"
         raise ModelLoadError(f"could not load model {resolved.location!r}: {reason}") from exc
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """An open_clip model a ``clip:`` spec names: ``path``, ``pretrained`` (ARCH/TAG) or ``hub``."""
+
+    kind: str
+    model_name: str  # what open_clip.create_model takes (``local-dir:...``, ``hf-hub:...`` or an architecture)
+    pretrained: str | None
+    model_id: str
+    spec: str
+
+
+def is_clip_spec(spec: str | None) -> bool:
+    return bool(spec) and spec.strip().lower().startswith(CLIP_PREFIX)
+
+
+def resolve_clip_spec(spec: str) -> ClipSpec:
+    """Decide what a ``clip:`` spec names, without loading weights (bad names fail here, in one line)."""
+    rest = spec.strip()[len(CLIP_PREFIX):].strip()
+    usage = "use clip:ARCH/TAG (e.g. clip:ViT-B-32/openai), clip:hf-hub:ORG/REPO or clip:/path/to/folder"
+    if not rest:
+        raise ModelLoadError(f"{spec!r} names no model: {usage}")
+    if rest.startswith("hf-hub:"):
+        return ClipSpec("hub", rest, None, rest, CLIP_PREFIX + rest)
+    path = Path(rest).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"model path {rest} is a file: give the open_clip model's folder "
+                                 f"({CONFIG_NAME} + {WEIGHTS_NAMES[0]})")
+        folder = str(path.resolve())
+        return ClipSpec("path", "local-dir:" + folder, None, folder, CLIP_PREFIX + folder)
+    if rest.startswith(("/", "./", "../", "~", ".\\")) or "\\" in rest or re.match(r"^[A-Za-z]:[\\/]", rest):
+        raise ModelLoadError(f"model path {rest} does not exist")
+    import open_clip
+
+    architectures = open_clip.list_models()
+    arch, _, tag = rest.rpartition("/")
+    if rest.replace("/", "-") in architectures or not arch:
+        name = rest.replace("/", "-")
+        if name not in architectures:
+            raise ModelLoadError(f"open_clip has no architecture {rest!r}: {usage}")
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        raise ModelLoadError(f"{spec!r} names no weights: add a pretrained tag, clip:{name}/TAG (tags: {tags})")
+    name = arch.replace("/", "-")
+    if name not in architectures:
+        raise ModelLoadError(f"open_clip has no architecture {arch!r} (e.g. ViT-B-32, ViT-B-16, RN50): {usage}")
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if tag not in tags:
+        raise ModelLoadError(f"open_clip has no weights {tag!r} for {name} (tags: {', '.join(tags) or 'none'})")
+    return ClipSpec("pretrained", name, tag, f"{name}/{tag}", f"{CLIP_PREFIX}{name}/{tag}")
+
+
+def _construct_clip(clip: ClipSpec, device: str) -> tuple[Any, Any, Any]:
+    import open_clip
+
+    if clip.kind == "path":
+        read_clip_config(Path(clip.model_id))
+    elif not hub_reachable() and not _clip_weights_cached(clip):
+        raise ModelLoadError(
+            f"could not load {clip.spec}: the model hub is not reachable and its weights are not in the local "
+            f"cache; no CLIP weights ship offline, so give a local open_clip folder: clip:/path/to/folder "
+            f"({CONFIG_NAME} + {WEIGHTS_NAMES[0]})"
+        )
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(clip.model_name, pretrained=clip.pretrained,
+                                                                     device=device)
+        tokenizer = open_clip.get_tokenizer(clip.model_name)
+    except Exception as exc:  # open_clip raises many types; the user needs one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load {clip.spec}: {reason}") from exc
+    model.eval()
+    return model, preprocess, tokenizer
+
+
+def _clip_weights_cached(clip: ClipSpec) -> bool:
+    """Whether the hub files a ``clip:`` spec needs are already in the local hub cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if clip.kind == "hub":
+        repo, files = clip.model_name[len("hf-hub:"):], ["open_clip_config.json"]
+    else:
+        import open_clip
+
+        hub = open_clip.get_pretrained_cfg(clip.model_name, clip.pretrained or "").get("hf_hub", "")
+        if not hub:
+            return False  # URL-only weights: we cannot tell, and the hub is unreachable anyway
+        repo, filename = os.path.split(hub)
+        files = [filename or "open_clip_pytorch_model.bin", "open_clip_model.safetensors",
+                 "open_clip_pytorch_model.safetensors"]
+    return any(isinstance(try_to_load_from_cache(repo, name), str) for name in files)
 
 
 _hub_reachable: bool | None = None
