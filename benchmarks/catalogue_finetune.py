@@ -73,18 +73,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/embtune-catalogue-bench"))
     parser.add_argument("--epochs", type=float, default=4)
-    parser.add_argument("--skip-negatives", action="store_true")
+    parser.add_argument("--parts", default="main,weighted,negatives",
+                        help="main (full + LoRA), weighted (full with Matryoshka weights favouring small dims), "
+                             "negatives (hard-negative review)")
+    parser.add_argument("--weights", default="1,1,2,4", help="Matryoshka weights for 384,256,128,64 (weighted part)")
     args = parser.parse_args()
+    parts = {part.strip() for part in args.parts.split(",") if part.strip()}
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, object] = {}
 
     full_cfg = base_config(args.out, "full", epochs=args.epochs, augment_typos=1)
     lora_cfg = base_config(args.out, "lora", epochs=args.epochs, lora=True, lora_r=16, lora_alpha=32,
                            learning_rate=1e-3)
+    weights = [float(w) for w in args.weights.split(",")]
+    weighted_cfg = base_config(args.out, "weighted", epochs=args.epochs, augment_typos=1, matryoshka_weights=weights)
     test = test_set_of(full_cfg)
     base = evaluate_retrieval(load_embedder("default", cache=False), test, dimensions=DIMS)
     results = {"base": base}
-    for cfg in (full_cfg, lora_cfg):
+    configs = ([full_cfg, lora_cfg] if "main" in parts else []) + ([weighted_cfg] if "weighted" in parts else [])
+    for cfg in configs:
         started = time.perf_counter()
         run = train(cfg, show_progress=False)
         tuned = evaluate_retrieval(load_embedder(run.output_dir, cache=False, reuse=False), test, dimensions=DIMS)
@@ -92,10 +99,11 @@ def main() -> None:
         report[cfg.run_name] = {"seconds": round(time.perf_counter() - started), "forgetting": run.forgetting,
                                 "by_kind_recall@3": run.by_kind, "warnings": run.warnings}
     lines = [f"# Catalogue fine-tuning (test split: {len(test.queries)} queries, {len(test.corpus)} items)", ""]
-    for name in ("full", "lora"):
+    for name in [cfg.run_name for cfg in configs]:
         comparisons = compare_results(base, results[name], resamples=2000)
         report[f"{name}_vs_base"] = [c.to_dict() for c in comparisons]
-        lines += [f"## base → {name}", "", comparison_table(comparisons, ("ndcg@10", "ndcg@10_binary", "recall@3")),
+        title = f"base → {name}" + (f" (Matryoshka weights {weights} for {DIMS})" if name == "weighted" else "")
+        lines += [f"## {title}", "", comparison_table(comparisons, ("ndcg@10", "ndcg@10_binary", "recall@3")),
                   ""]
         by_kind = report[name]["by_kind_recall@3"]
         if by_kind:
@@ -106,18 +114,21 @@ def main() -> None:
         if f:
             lines.append(f"Forgetting ({f['data']}): NDCG@10 {f['ndcg@10_before']:.4f} → {f['ndcg@10_after']:.4f} "
                          f"({f['delta'] * 100:+.2f} points); training {report[name]['seconds']} s\n")
-    comparisons = compare_results(results["lora"], results["full"], resamples=2000)
-    lines += ["## lora → full", "", comparison_table(comparisons, ("ndcg@10", "recall@3"), "lora", "full"), ""]
-    worst = regressions(base, results["full"], test, limit=5)
-    report["worst_regressions"] = [r.to_dict() for r in worst]
-    lines += ["## 5 worst regressions (base → full, NDCG@10 at 384)", ""]
-    for r in worst:
-        moves = ", ".join(f"{item} {a or '-'}→{b or '-'}" for item, (a, b) in r.relevant_moves.items())
-        lines.append(f"- `{r.query}`: {r.value_a:.3f} → {r.value_b:.3f}; relevant ranks {moves}; "
-                     f"base top-3 {[i for i, _ in r.top_a[:3]]}, tuned top-3 {[i for i, _ in r.top_b[:3]]}")
-    lines.append("")
+    if "main" in parts:
+        comparisons = compare_results(results["lora"], results["full"], resamples=2000)
+        lines += ["## lora → full", "", comparison_table(comparisons, ("ndcg@10", "recall@3"), "lora", "full"), ""]
+    tuned_name = "full" if "main" in parts else ("weighted" if "weighted" in parts else "")
+    if tuned_name:
+        worst = regressions(base, results[tuned_name], test, limit=5)
+        report["worst_regressions"] = [r.to_dict() for r in worst]
+        lines += [f"## 5 worst regressions (base → {tuned_name}, NDCG@10 at 384)", ""]
+        for r in worst:
+            moves = ", ".join(f"{item} {a or '-'}→{b or '-'}" for item, (a, b) in r.relevant_moves.items())
+            lines.append(f"- `{r.query}`: {r.value_a:.3f} → {r.value_b:.3f}; relevant ranks {moves}; "
+                         f"base top-3 {[i for i, _ in r.top_a[:3]]}, tuned top-3 {[i for i, _ in r.top_b[:3]]}")
+        lines.append("")
 
-    if not args.skip_negatives:
+    if "negatives" in parts:
         neg_epochs = max(1.0, args.epochs / 2)
         clean = train(base_config(args.out, "hn-clean", epochs=neg_epochs, hard_negatives=3), show_progress=False)
         review = review_by_labels(Path(clean.output_dir))

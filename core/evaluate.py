@@ -62,6 +62,24 @@ class RetrievalSet:
             raise DataError(f"{self.name}: no query has an item with score ≥ {RELEVANCE_THRESHOLD}")
         self.queries = {q: self.queries[q] for q in self.qrels}
 
+    def write_folder(self, folder: str | Path) -> Path:
+        """corpus/queries/qrels CSVs that ``load_retrieval_set`` reads back: a set cut down here can be
+        handed to another process (``embtune eval --data``, a training's ``test_data``)."""
+        import pandas as pd
+
+        from storage.workspace import atomic_write_text
+
+        folder = Path(folder)
+        corpus = pd.DataFrame({"id": list(self.corpus), "text": list(self.corpus.values())})
+        queries = pd.DataFrame({"query_id": list(self.queries), "query": list(self.queries.values())})
+        if self.query_kinds:
+            queries["kind"] = [self.query_kinds.get(q, "") for q in self.queries]
+        qrels = pd.DataFrame([(q, item, score) for q, judged in self.qrels.items() for item, score in judged.items()],
+                             columns=["query_id", "item_id", "score"])
+        for stem, frame in (("corpus", corpus), ("queries", queries), ("qrels", qrels)):
+            atomic_write_text(folder / f"{stem}.csv", frame.to_csv(index=False))
+        return folder
+
     def subset(self, query_ids: Sequence[str], name: str | None = None) -> RetrievalSet:
         chosen = [q for q in query_ids if q in self.qrels]
         return RetrievalSet(name or self.name, {q: self.queries[q] for q in chosen}, self.corpus,

@@ -223,6 +223,8 @@ def train_command(
     corpus: Annotated[str | None, typer.Option("--corpus", help="items that item_id columns name")] = None,
     loss: Annotated[str | None, typer.Option("--loss")] = None,
     matryoshka_dims: Annotated[str | None, typer.Option("--matryoshka-dims", help="e.g. 384,256,128,64")] = None,
+    matryoshka_weights: Annotated[str | None, typer.Option("--matryoshka-weights",
+                                                           help="one per dimension, e.g. 1,1,2,4")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
@@ -246,6 +248,11 @@ def train_command(
     payload.update({key: value for key, value in overrides.items() if value is not None})
     if matryoshka_dims is not None:
         payload["matryoshka_dims"] = _split_ints(matryoshka_dims, "--matryoshka-dims")
+    if matryoshka_weights is not None:
+        try:
+            payload["matryoshka_weights"] = [float(w) for w in matryoshka_weights.split(",") if w.strip()]
+        except ValueError:
+            raise EmbtuneError(f"--matryoshka-weights {matryoshka_weights!r}: numbers separated by commas") from None
     payload["resume"] = resume or payload.get("resume", False)
     payload["overwrite"] = overwrite or payload.get("overwrite", False)
     config = TrainingConfig.from_dict(payload)
@@ -481,19 +488,20 @@ def match_command(
     screenshot: Annotated[Path, typer.Argument(help="screenshot to match")],
     k: Annotated[int, typer.Option("-k", "--k", help="number of workflows")] = 3,
     threshold: Annotated[float | None, typer.Option("--threshold", help="cosine the best match must reach to be "
-                                                    "confident (default: core.matching.DEFAULT_MATCH_THRESHOLD)")]
+                                                    "confident (default: calibrated per model kind, see "
+                                                    "core.matching.default_threshold)")]
     = None,
     field: Annotated[str, typer.Option("--field", help="metadata field that names the workflow")] = "workflow_id",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Which workflows is a screenshot from? Best score per workflow, and whether the best is confident."""
     from core.indexing import open_collection
-    from core.matching import DEFAULT_MATCH_THRESHOLD, match
+    from core.matching import match
 
     context: Context = ctx.obj
     collection = open_collection(name, workspace=context.workspace(), db=context.database())
-    result = match(collection, screenshot, k, field=field,
-                   threshold=DEFAULT_MATCH_THRESHOLD if threshold is None else threshold)
+    # No --threshold: the one calibrated for the collection's kind of model (core.matching.default_threshold).
+    result = match(collection, screenshot, k, field=field, threshold=threshold)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return
@@ -501,6 +509,8 @@ def match_command(
         typer.echo(f"{rank:>2}. {found.score:.4f}  {field}={found.workflow_id}  (screenshot {found.item_id}, "
                    f"{found.hits} near)")
     typer.echo(f"{'confident' if result.confident else 'not confident'} (threshold {result.threshold:.2f})")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
 
 
 @app.command("map")
@@ -551,6 +561,73 @@ def compare_embedders_command(
     if json_out is not None:
         atomic_write_json(json_out, result.to_dict())
         typer.echo(f"written: {json_out}")
+
+
+@app.command("confirm")
+def confirm_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="collection (image or text) with a workflow_id (or --field) column")],
+    input: Annotated[str, typer.Argument(help="screenshot path (image collections) or text (text collections)")],
+    workflow_id: Annotated[str, typer.Argument(help="the workflow this input really belongs to")],
+    trigger_threshold: Annotated[int, typer.Option("--trigger-threshold", help="train after this many new "
+                                                   "confirmations")] = 10,
+    max_examples: Annotated[int, typer.Option("--max-examples", help="keep at most this many examples")] = 1000,
+    epochs: Annotated[int, typer.Option("--epochs")] = 3,
+    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 1e-5,
+    field: Annotated[str, typer.Option("--field", help="metadata field that names the workflow")] = "workflow_id",
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    train: Annotated[bool, typer.Option("--train/--no-train", help="run the fine-tune here when the threshold is "
+                                        "reached (this process waits for it)")] = True,
+) -> None:
+    """Record a confirmed (input, workflow) example for the collection's background fine-tuner."""
+    from core.training.finetuner import FineTunerConfig, LightweightFineTuner
+
+    context: Context = ctx.obj
+    config = FineTunerConfig(trigger_threshold=trigger_threshold if train else 2**31 - 1, max_examples=max_examples,
+                             epochs=epochs, learning_rate=learning_rate, field=field, device=device)
+    tuner = LightweightFineTuner(name, workspace=context.workspace(), db=context.database(), config=config)
+    image = Path(input) if tuner.modality == "image" else input
+    started = tuner.confirm(image, workflow_id)
+    if started:
+        typer.echo(f"confirmed; {trigger_threshold} new examples reached: fine-tuning {name} (waiting for it)")
+        tuner.wait()
+    else:
+        stats = tuner.stats()
+        typer.echo(f"confirmed; {stats.pending} pending of {trigger_threshold} before the next fine-tune")
+    if started:
+        for line in tuner.stats().lines():
+            typer.echo(line)
+
+
+debug_app = typer.Typer(help="Look inside embtune's background machinery.", no_args_is_help=True)
+app.add_typer(debug_app, name="debug")
+
+
+@debug_app.command("finetuning")
+def debug_finetuning_command(
+    ctx: typer.Context,
+    collection: Annotated[str | None, typer.Option("--collection", help="one collection (default: every one with "
+                                                   "a fine-tuner)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Background fine-tuner stats: trainings, examples, pending, losses, held-out top-1, checkpoint, errors."""
+    from core.indexing import collection_record
+    from core.training.finetuner import all_finetuning_stats, finetuning_stats
+
+    db = ctx.obj.database()
+    if collection is not None:
+        collection_record(collection, db)  # an unknown name lists the known ones
+        stats = [finetuning_stats(db, collection)]
+    else:
+        stats = all_finetuning_stats(db)
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in stats], ensure_ascii=False, indent=2))
+        return
+    if not stats:
+        typer.echo("no fine-tuner has run yet (confirm examples with `embtune confirm`)")
+    for entry in stats:
+        for line in entry.lines():
+            typer.echo(line)
 
 
 def main(argv: list[str] | None = None) -> None:

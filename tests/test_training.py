@@ -40,6 +40,10 @@ def test_config_round_trips_and_refuses_bad_values(tmp_path: Path) -> None:
     cfg = TrainingConfig(data="d.csv", output_dir="out", matryoshka_dims=[64, 384, 128])
     assert cfg.matryoshka_dims == [384, 128, 64]
     assert TrainingConfig.from_dict(cfg.to_dict()) == cfg
+    weighted = TrainingConfig(data="d", output_dir="o", matryoshka_dims=[64, 384, 128], matryoshka_weights=[4, 1, 2])
+    assert weighted.matryoshka_dims == [384, 128, 64] and weighted.matryoshka_weights == [1.0, 2.0, 4.0]
+    with pytest.raises(EmbtuneError, match="matryoshka_weights"):
+        TrainingConfig(data="d", output_dir="o", matryoshka_dims=[384, 64], matryoshka_weights=[1])
     with pytest.raises(EmbtuneError, match="unknown key 'epoch'"):
         TrainingConfig.from_dict({"data": "d", "output_dir": "o", "epoch": 3})
     with pytest.raises(EmbtuneError, match="loss='softmax' is not allowed"):
@@ -286,3 +290,14 @@ def test_hugging_face_dataset_folder_and_stored_labels_are_sources(tmp_path: Pat
                    db=db, show_progress=False)
     assert result.status == "done" and result.data_format == "scored"
     assert result.data_report["rows"] == 32  # two annotators on one pair count once
+
+
+def test_matryoshka_weights_reach_the_loss(tiny_model_dir: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from core.training.losses import build_loss
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    loss = build_loss("mnrl", model, matryoshka_dims=[32, 16], matryoshka_weights=[1.0, 3.0])
+    assert list(loss.matryoshka_dims) == [32, 16] and list(loss.matryoshka_weights) == [1.0, 3.0]
+    assert list(build_loss("mnrl", model, matryoshka_dims=[32, 16]).matryoshka_weights) == [1, 1]

@@ -42,6 +42,9 @@ class TrainingConfig:
     triplet, contrastive, batch_all_triplet (default for classes)."""
     matryoshka_dims: list[int] = field(default_factory=list)
     """Wrap the loss in MatryoshkaLoss at these dimensions (e.g. [384, 256, 128, 64]); empty: no."""
+    matryoshka_weights: list[float] = field(default_factory=list)
+    """One weight per Matryoshka dimension, in the same order as given (empty: all 1). Larger weights
+    on the small dimensions trade a little full-size quality for much better small vectors."""
     epochs: float = 1.0
     batch_size: int = 32
     gradient_accumulation_steps: int = 1
@@ -131,9 +134,15 @@ class TrainingConfig:
         if not 0 <= self.negative_margin < 1:
             refuse("negative_margin", self.negative_margin, "a number in [0, 1)")
         dims = [int(d) for d in self.matryoshka_dims]
-        if any(d <= 0 for d in dims):
-            refuse("matryoshka_dims", self.matryoshka_dims, "positive dimensions, e.g. [384, 256, 128, 64]")
-        self.matryoshka_dims = sorted(set(dims), reverse=True)
+        if any(d <= 0 for d in dims) or len(set(dims)) != len(dims):
+            refuse("matryoshka_dims", self.matryoshka_dims, "distinct positive dimensions, e.g. [384, 256, 128, 64]")
+        weights = [float(w) for w in self.matryoshka_weights]
+        if weights and (len(weights) != len(dims) or any(w <= 0 for w in weights)):
+            refuse("matryoshka_weights", self.matryoshka_weights,
+                   f"{len(dims)} positive weights, one per Matryoshka dimension")
+        order = sorted(range(len(dims)), key=lambda i: -dims[i])
+        self.matryoshka_dims = [dims[i] for i in order]
+        self.matryoshka_weights = [weights[i] for i in order] if weights else []
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -30,7 +30,8 @@ def choose_loss(requested: str, data_format: str) -> str:
     return requested
 
 
-def build_loss(name: str, model: Any, *, matryoshka_dims: list[int], mini_batch_size: int = 32) -> Any:
+def build_loss(name: str, model: Any, *, matryoshka_dims: list[int], mini_batch_size: int = 32,
+               matryoshka_weights: list[float] | None = None) -> Any:
     from sentence_transformers.sentence_transformer import losses
 
     builders = {
@@ -44,5 +45,6 @@ def build_loss(name: str, model: Any, *, matryoshka_dims: list[int], mini_batch_
     }
     loss = builders[name]()
     if matryoshka_dims:
-        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(matryoshka_dims))
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(matryoshka_dims),
+                                     matryoshka_weights=list(matryoshka_weights) if matryoshka_weights else None)
     return loss

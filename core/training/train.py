@@ -153,7 +153,7 @@ def train(
         model=model, args=args,
         train_dataset=loss_dataset(train_frame, loss_name, data.data_format, config.relevance_threshold),
         loss=build_loss(loss_name, model, matryoshka_dims=config.matryoshka_dims,
-                        mini_batch_size=config.mini_batch_size),
+                        mini_batch_size=config.mini_batch_size, matryoshka_weights=config.matryoshka_weights),
         evaluator=evaluator, callbacks=[bridge],
     )
     if not show_progress:
