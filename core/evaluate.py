@@ -27,7 +27,7 @@ from core.data.formats import read_table
 from core.data.validate import require_columns
 from core.errors import DataError, EmbtuneError
 from core.progress import CancelToken, ProgressCallback, ProgressReporter
-from core.stats import paired_difference
+from core.stats import PairedDifference, paired_difference
 
 RELEVANCE_THRESHOLD = 0.5
 METRICS = ("ndcg@10", "ndcg@10_binary", "mrr@10", "recall@1", "recall@3", "recall@10", "map@100")
@@ -345,24 +345,12 @@ def trec_metrics(qrels: Mapping[str, Mapping[str, float]], runs: Mapping[str, Ma
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """Model B minus model A on one metric at one dimension, paired over the same queries."""
+class Comparison(PairedDifference):
+    """Model B minus model A on one metric at one dimension, paired over the same queries: the
+    paired statistics (interval, p-values, wins/ties/losses, verdict) plus where they were taken."""
 
-    dimension: int
-    metric: str
-    mean_a: float
-    mean_b: float
-    delta: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    wins: int
-    ties: int
-    losses: int
-    verdict: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    dimension: int = 0
+    metric: str = ""
 
 
 def compare_results(a: EvaluationResult, b: EvaluationResult, *, metrics: Sequence[str] = METRICS,
@@ -385,9 +373,7 @@ def compare_results(a: EvaluationResult, b: EvaluationResult, *, metrics: Sequen
             stats = paired_difference(np.array([values_a[q] for q in query_ids]),
                                       np.array([values_b[q] for q in query_ids]),
                                       resamples=resamples, seed=seed, confidence=confidence)
-            comparisons.append(Comparison(dimension, metric, stats.mean_a, stats.mean_b, stats.delta, stats.ci_low,
-                                          stats.ci_high, stats.p_value, stats.wins, stats.ties, stats.losses,
-                                          stats.verdict))
+            comparisons.append(Comparison(**stats.to_dict(), dimension=dimension, metric=metric))
     return comparisons
 
 

@@ -199,7 +199,6 @@ def negatives_frame(mined: Sequence[MinedNegative], include_flagged: bool = Fals
 
 def load_reviewed_negatives(path: str) -> list[MinedNegative]:
     """Mined negatives as written by a run (``mined_negatives.jsonl``), with any review marks."""
-    import json
     from pathlib import Path
 
     file = Path(path)
@@ -207,13 +206,13 @@ def load_reviewed_negatives(path: str) -> list[MinedNegative]:
         file = file / "mined_negatives.jsonl"
     if not file.exists():
         raise DataError(f"{file}: no mined negatives here (train with hard_negatives > 0 first)")
+    from core.data.formats import read_jsonl_records
+
     out = []
-    for line_number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line_number, record in read_jsonl_records(file):
         try:
-            out.append(MinedNegative(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError) as exc:
+            out.append(MinedNegative(**record))
+        except TypeError as exc:
             raise DataError(f"{file}: line {line_number} is not a mined negative ({exc})") from None
     return out
 

@@ -94,7 +94,14 @@ def _read_delimited(path: Path, text: str, separator: str) -> pd.DataFrame:
     return frame
 
 
-def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
+def read_jsonl_records(path: str | Path, text: str | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file; a bad line is one ``DataError``
+    naming the file and line, so every JSONL reader in embtune reports the same way."""
+    path = Path(path)
+    if text is None:
+        if not path.is_file():
+            raise DataError(f"{path}: file not found")
+        text = path.read_text(encoding="utf-8")
     records = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -105,7 +112,13 @@ def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
             raise DataError(f"{path}: line {line_number} is not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {line_number} is a JSON {type(record).__name__}, expected an object")
-        records.append({key: _cell_text(value) for key, value in record.items()})
+        records.append((line_number, record))
+    return records
+
+
+def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
+    records = [{key: _cell_text(value) for key, value in record.items()}
+               for _, record in read_jsonl_records(path, text)]
     return pd.DataFrame.from_records(records).fillna("")
 
 

@@ -37,17 +37,10 @@ class LoraTrainingResult:
 
 
 def read_pairs(path: str | Path) -> list[dict[str, str]]:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
+    from core.data.formats import read_jsonl_records
+
     pairs = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {line_number} is not valid JSON ({exc.msg})") from None
+    for line_number, row in read_jsonl_records(path):
         if not str(row.get("prompt", "")).strip() or not str(row.get("response", "")).strip():
             raise DataError(f"{path}: line {line_number} needs non-empty 'prompt' and 'response'")
         pairs.append({"prompt": str(row["prompt"]), "response": str(row["response"])})
