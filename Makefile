@@ -9,7 +9,7 @@ STAMP := $(VENV)/.embtune-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test install system-deps lint clean-venv
+.PHONY: demo test install system-deps ocr-deps lint clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,20 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
-demo: install
+# Tesseract OCR with English, French and Russian data (the offline screenshot embedder, screen:default)
+# and the Debian fonts the bundled screenshot set is rendered with; installed only when missing.
+OCR_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-fra tesseract-ocr-rus fonts-dejavu-core fonts-liberation2
+ocr-deps:
+	@langs="$$(tesseract --list-langs 2>/dev/null)"; \
+	if ! command -v tesseract >/dev/null 2>&1 \
+		|| ! echo "$$langs" | grep -qx eng || ! echo "$$langs" | grep -qx fra || ! echo "$$langs" | grep -qx rus \
+		|| [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] \
+		|| [ ! -f /usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf ]; then \
+		echo "installing $(OCR_PACKAGES) (Debian) for the screenshot embedder"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(OCR_PACKAGES) >/dev/null; \
+	fi
+
+demo: install ocr-deps
 	$(BIN)/embtune index core/data/catalogue/products.csv --collection catalogue --text-column name --id-column id
 	$(BIN)/embtune collections
 	@for q in "дымоход" "дымо ход" "шуруповерт акамуляторный" "chimney pipe" "cordless drill"; do \
@@ -37,7 +50,7 @@ demo: install
 		$(BIN)/embtune search catalogue "$$q" -k 3; \
 	done
 
-test: install system-deps
+test: install system-deps ocr-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

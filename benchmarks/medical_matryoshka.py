@@ -36,6 +36,7 @@ from core.evaluate import (
     comparison_table,
     evaluate_retrieval,
     load_retrieval_set,
+    regressions,
 )
 from core.training.config import TrainingConfig
 from core.training.train import RUN_FILE
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                         help="use only the first N dev queries, against their answers and as many others (smoke)")
     parser.add_argument("--forgetting-data", default="bundled:catalogue",
                         help="the out-of-domain set for the forgetting check (the smoke test uses bundled:general)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="do not train: evaluate the variants' models an earlier run left in --out")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -150,18 +153,31 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     report: dict[str, object] = {"base": base.metrics, "dev": {"queries": len(dev.queries),
                                                                "answers": len(dev.corpus)}}
     lines = [f"# MedQuAD dev ({len(dev.queries)} queries, {len(dev.corpus)} answers): base → fine-tuned", ""]
+    previous_file = args.out / "medical_matryoshka.json"
+    previous = json.loads(previous_file.read_text(encoding="utf-8")) if args.evaluate_only and \
+        previous_file.exists() else {}
+    tuned_results = {}
     for name in variants:
-        run, seconds, peak_gib, cpu_seconds = train_variant(name, train_file, args)
+        if args.evaluate_only:  # models trained by an earlier run of this script: evaluate them again
+            run = json.loads((args.out / name / RUN_FILE).read_text(encoding="utf-8"))["result"]
+            measured = previous.get(name, {})
+            seconds, peak_gib, cpu_seconds = (measured.get("process_seconds", float("nan")),
+                                              measured.get("peak_rss_gib", float("nan")),
+                                              measured.get("process_cpu_seconds", float("nan")))
+        else:
+            run, seconds, peak_gib, cpu_seconds = train_variant(name, train_file, args)
         tuned = evaluate_retrieval(load_embedder(str(args.out / name), cache=False, reuse=False), dev,
                                    dimensions=DIMS)
+        tuned_results[name] = tuned
         comparisons = compare_results(base, tuned, resamples=2000)
         train_rows = run["split_sizes"]["train"]
         rate = train_rows * args.epochs / max(run["train_seconds"], 1e-9)
+        worst = regressions(base, tuned, dev, limit=5)
         report[name] = {"metrics": tuned.metrics, "comparisons": [c.to_dict() for c in comparisons],
                         "train_seconds": run["train_seconds"], "process_seconds": seconds, "peak_rss_gib": peak_gib,
                         "process_cpu_seconds": cpu_seconds,
                         "examples_per_s": rate, "world_size": run["world_size"], "forgetting": run["forgetting"],
-                        "warnings": run["warnings"]}
+                        "worst_regressions": [r.to_dict() for r in worst], "warnings": run["warnings"]}
         lines += [f"## base → {name} ({train_rows} training pairs, {args.epochs:g} epoch(s), "
                   f"{run['world_size']} process(es); training {run['train_seconds'] / 60:.1f} min, "
                   f"{rate:.1f} examples/s; whole `embtune train` {seconds / 60:.1f} min wall, "
@@ -171,6 +187,16 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             f = run["forgetting"]
             lines.append(f"Forgetting on {f['data']}: NDCG@10 {f['ndcg@10_before']:.4f} → {f['ndcg@10_after']:.4f} "
                          f"({f['delta'] * 100:+.2f} points)\n")
+        lines += [f"5 worst regressions (base → {name}, NDCG@10 at 384):", ""]
+        for r in worst:
+            moves = ", ".join(f"{item} {a or '-'}→{b or '-'}" for item, (a, b) in r.relevant_moves.items())
+            lines.append(f"- `{r.query[:90]}`: {r.value_a:.3f} → {r.value_b:.3f}; relevant answer ranks {moves}")
+        lines.append("")
+    if "full" in tuned_results:
+        for other in [name for name in tuned_results if name != "full"]:
+            comparisons = compare_results(tuned_results["full"], tuned_results[other], metrics=("ndcg@10",),
+                                          resamples=2000)
+            lines += [f"## full → {other}", "", comparison_table(comparisons, ("ndcg@10",), "full", other), ""]
     text = "\n".join(lines)
     print(text)
     (args.out / "medical_matryoshka.md").write_text(text, encoding="utf-8")

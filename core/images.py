@@ -10,8 +10,9 @@ through ``read_image`` so that the rules are the same everywhere:
 - a huge image is downscaled on read to at most ``MAX_IMAGE_SIDE`` pixels per side (JPEG
   through the decoder's draft mode, so a 10 000×10 000 photo never fills memory at full
   size). CLIP looks at 224 pixels anyway; the limit keeps enough detail for OCR later.
-  Images above PIL's decompression-bomb limit (``2 × Image.MAX_IMAGE_PIXELS``, ≈179 M
-  pixels) are refused rather than decoded.
+  Files up to ``MAX_DECODE_PIXELS`` (a 20 000×20 000 screenshot of a wall of monitors) are
+  decoded once and shrunk; larger ones are refused rather than decoded (PIL's
+  decompression-bomb check, raised from its default ≈179 M pixels to that limit).
 
 ``image_content_hash`` is the content part of an embedding-cache key: the file's bytes for a
 path (so a cache hit needs no decoding), the RGB pixels for an in-memory image.
@@ -33,6 +34,11 @@ from core.errors import ImageError
 
 # Larger images are downscaled (aspect kept) when they are read.
 MAX_IMAGE_SIDE = 2048
+# The most pixels a file may have to be decoded at all (~0.5 GB as 8-bit grey, 1.5 GB as RGB, briefly).
+MAX_DECODE_PIXELS = 20_000 * 20_000 + 20_000_000
+# PIL refuses files above 2 × MAX_IMAGE_PIXELS; set once for the process, never lowered below a user's choice.
+if Image.MAX_IMAGE_PIXELS is not None and 2 * Image.MAX_IMAGE_PIXELS < MAX_DECODE_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS // 2
 # File extensions offered in file pickers and used to spot image columns; PIL decides what it can read.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -124,7 +130,10 @@ def _decode_file(path: Path, label: str, max_side: int) -> Image.Image:
                 opened.load()
                 # Shrink before converting or copying (a full-size copy of a huge screenshot is hundreds of
                 # MB); palette and bit images are converted first, as they would only resize by nearest neighbour.
-                work = opened if opened.mode in ("RGB", "RGBA", "L") else opened.convert("RGB")
+                if opened.mode in ("RGB", "RGBA", "L"):
+                    work = opened
+                else:  # bilevel and 16/32-bit grey shrink as 8-bit grey (a third of RGB's memory)
+                    work = opened.convert("L" if opened.mode in ("1", "I", "I;16", "F") else "RGB")
                 if max(work.size) > max_side:
                     work.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
                 image = work.convert("RGB") if work.mode != "RGB" else work.copy()

@@ -24,7 +24,7 @@ from typing import Any
 
 from core.data.formats import read_table
 from core.data.validate import require_columns, validate_items
-from core.embedders import Embedder, is_clip_spec, load_embedder
+from core.embedders import Embedder, is_clip_spec, is_screen_spec, load_embedder
 from core.errors import CollectionError, DataError, DimensionMismatchError, ImageError
 from core.images import ImageInput, check_image_files
 from core.index import Collection, Filter, SearchHit, check_k
@@ -104,7 +104,8 @@ def index_file(
         embedder = embedder or load_embedder(model, device=device, fallback=fallback)
         if not hasattr(embedder, "encode_images"):
             raise DataError(f"--image-column needs an image model, and {embedder.model_id} is a text model: "
-                            "use --model clip:ARCH/TAG or clip:/path/to/open_clip/folder")
+                            "use --model screen:default (OCR + the bundled text model, offline), "
+                            "clip:ARCH/TAG or clip:/path/to/open_clip/folder")
         try:
             vectors = embedder.encode_images(paths, progress=progress, cancel=cancel, show_progress=show_progress)
         except ImageError as exc:
@@ -176,7 +177,7 @@ def open_collection(
     embedder = embedder or load_embedder(record.model_spec, device=device)
     collection = Collection.load(record.path)
     if embedder.fingerprint != collection.info.model_fingerprint or embedder.dimension != collection.dimension:
-        if rebuild and is_clip_spec(record.model_spec):
+        if rebuild and (is_clip_spec(record.model_spec) or is_screen_spec(record.model_spec)):
             raise CollectionError(f"collection {name!r} holds images, which cannot be re-embedded from stored text: "
                                   f"index its file again with the new model")
         if not rebuild:

@@ -10,7 +10,7 @@ the user rather than act.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,14 @@ from core.index import Collection, check_k
 # around 0.9 and above, unrelated screens usually well below; until it is calibrated
 # on real screenshots treat ``confident`` as a hint.
 DEFAULT_MATCH_THRESHOLD = 0.85
+# The same choice for the offline screenshot embedder (``screen:default``: OCR text + layout),
+# calibrated on the bundled screenshot set by benchmarks/screen_set.py (docs/benchmarks.md,
+# "Screenshot set"): the lowest threshold at which ≥ 95 % of confident answers are right, where the
+# queries are training-variant screenshots matched against the other training variants and
+# screenshots of workflows left out of the index must come out not confident. Measured: 0.766 gives
+# precision 0.952 / recall 0.829 there, and precision 0.951 / recall 0.806 on the unseen test variants
+# (72 screens against the 216 training ones). Below it, ask the user rather than act.
+DEFAULT_SCREEN_MATCH_THRESHOLD = 0.77
 DEFAULT_GROUP_FIELD = "workflow_id"
 # How many nearest screenshots are looked at per requested workflow (each workflow may own many).
 CANDIDATES_PER_RESULT = 20
@@ -53,6 +61,10 @@ class MatchResult:
     threshold: float
     field: str = DEFAULT_GROUP_FIELD
     candidates: int = 0
+    # Caveats about how the screenshot was embedded (e.g. no text was read: layout only).
+    notes: tuple[str, ...] = ()
+    model_fingerprint: str | None = None
+    """Which weights answered (a background fine-tune swaps models; logs and tests read this)."""
 
     @property
     def best(self) -> WorkflowMatch | None:
@@ -67,23 +79,58 @@ def match(
     screenshot: ImageInput,
     k: int = 3,
     *,
-    threshold: float = DEFAULT_MATCH_THRESHOLD,
+    threshold: float | None = None,
     field: str = DEFAULT_GROUP_FIELD,
 ) -> MatchResult:
     """Top ``k`` workflows for a screenshot (path, PIL image or OpenCV BGR array), best first.
 
-    The collection must have been opened with its clip: embedder (``open_collection``).
+    The collection must have been opened with its image embedder (``open_collection``).
+    ``threshold`` defaults to the one calibrated for that kind of embedder (``default_threshold``).
+    """
+    check_k(k)
+    embedder = collection.embedder
+    if threshold is None:
+        threshold = default_threshold(embedder)
+    if not -1.0 <= threshold <= 1.0:
+        raise CollectionError(f"threshold {threshold} is not a cosine: choose a value in -1..1")
+    if embedder is None or not hasattr(embedder, "encode_images"):
+        raise CollectionError("matching screenshots needs a collection built with an image model (screen: or "
+                              "clip:), opened with it")
+    vector = np.asarray(embedder.encode_images(screenshot), dtype=np.float32)
+    result = match_vector(collection, vector, k, threshold=threshold, field=field,
+                          model_fingerprint=getattr(embedder, "fingerprint", None))
+    # The screenshot embedder says when it read no text (the match then rests on the layout alone).
+    notes = tuple(embedder.image_notes(screenshot)) if hasattr(embedder, "image_notes") else ()
+    return replace(result, notes=notes) if notes else result
+
+
+def default_threshold(embedder: Any) -> float:
+    """The calibrated threshold for this kind of embedder (OCR-text and CLIP scores differ in scale)."""
+    from core.embedders.screen import is_screen_spec
+
+    screen = is_screen_spec(getattr(embedder, "spec", None))
+    return DEFAULT_SCREEN_MATCH_THRESHOLD if screen else DEFAULT_MATCH_THRESHOLD
+
+
+def match_vector(
+    collection: Collection,
+    vector: np.ndarray,
+    k: int = 3,
+    *,
+    threshold: float = DEFAULT_MATCH_THRESHOLD,
+    field: str = DEFAULT_GROUP_FIELD,
+    model_fingerprint: str | None = None,
+) -> MatchResult:
+    """Top ``k`` workflows for an already embedded input (an image, or a text for text collections).
+
+    Shared by ``match`` and the background fine-tuner, which matches texts as well as images.
     """
     check_k(k)
     if not -1.0 <= threshold <= 1.0:
         raise CollectionError(f"threshold {threshold} is not a cosine: choose a value in -1..1")
-    embedder = collection.embedder
-    if embedder is None or not hasattr(embedder, "encode_images"):
-        raise CollectionError("matching screenshots needs a collection built with a clip: model, opened with it")
     if len(collection) and not any(field in collection.item(i)["metadata"] for i in collection.ids[:1000]):
         raise CollectionError(f"the collection's items have no {field!r} metadata: index a file with a {field} column "
                               "or name another field")
-    vector = np.asarray(embedder.encode_images(screenshot), dtype=np.float32)
     depth = min(len(collection), max(k * CANDIDATES_PER_RESULT, 50))
     hits = collection.search(vector, depth) if depth else []
     best: dict[str, WorkflowMatch] = {}
@@ -98,4 +145,5 @@ def match(
             best[workflow] = WorkflowMatch(workflow, seen.score, seen.item_id, seen.hits + 1)
     matches = sorted(best.values(), key=lambda m: -m.score)[:k]
     confident = bool(matches) and matches[0].score >= threshold
-    return MatchResult(matches=matches, confident=confident, threshold=threshold, field=field, candidates=len(hits))
+    return MatchResult(matches=matches, confident=confident, threshold=threshold, field=field, candidates=len(hits),
+                       model_fingerprint=model_fingerprint)

@@ -38,6 +38,7 @@ class Check:
 def run_checks(workspace_root: Path, db_url: str, *, load_model: bool = True) -> list[Check]:
     checks = [python_check(), *torch_checks(), *_dependencies()]
     checks.append(_bundled_model(load_model))
+    checks.append(tesseract_check())
     checks.append(_workspace(workspace_root))
     checks.append(_database(db_url))
     return checks
@@ -103,6 +104,22 @@ def _bundled_model(load: bool) -> Check:
     except EmbtuneError as exc:
         return Check("bundled model", FAIL, str(exc), f"reinstall {known.package.replace('_', '-')}")
     return Check("bundled model", OK, f"{known.hub_id}, {embedder.dimension}-d, on {embedder.device} ({folder})")
+
+
+def tesseract_check(languages: str | None = None) -> Check:
+    """Tesseract (the OCR of the ``screen:`` embedder): its version and languages, or what to install."""
+    from core.ocr import DEFAULT_LANGUAGES, OcrUnavailableError, check_languages, tesseract_info
+
+    try:
+        info = tesseract_info()
+    except OcrUnavailableError as exc:
+        return Check("tesseract", FAIL, str(exc).split(":")[0], str(exc).split(": ", 1)[-1])
+    detail = f"{info.version} ({info.command}), languages: {', '.join(info.languages) or 'none'}"
+    try:
+        check_languages(languages or DEFAULT_LANGUAGES)
+    except OcrUnavailableError as exc:
+        return Check("tesseract", WARN, detail, str(exc).rsplit(": ", 1)[-1] + " (needed by screen:default)")
+    return Check("tesseract", OK, detail)
 
 
 def _workspace(root: Path) -> Check:

@@ -153,6 +153,47 @@ class QueryResult(Base):
     evaluation: Mapped[EvaluationRecord] = relationship(back_populates="query_results")
 
 
+class FineTuneExample(Base):
+    """One confirmed (input, workflow) example for a collection's background fine-tuner.
+
+    ``input`` is the text itself for text models, or the path of the image (a copy kept in
+    the workspace) for image models; ``kind`` says which.
+    """
+
+    __tablename__ = "finetune_examples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_name: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    input: Mapped[str] = mapped_column(Text)
+    workflow_id: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FineTuneState(Base):
+    """A collection's background fine-tuner: counters, state, last error and per-training metrics.
+
+    Kept in the database (not in memory) so a restart, the CLI and the studio see the same
+    numbers; ``attempts`` numbers the checkpoint folders, so one is never written twice.
+    """
+
+    __tablename__ = "finetune_states"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_name: Mapped[str] = mapped_column(String(200), unique=True)
+    state: Mapped[str] = mapped_column(String(20), default="idle")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    trainings_run: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    examples_seen: Mapped[int] = mapped_column(Integer, default=0)
+    pending: Mapped[int] = mapped_column(Integer, default=0)
+    last_loss: Mapped[float | None] = mapped_column(Float, default=None)
+    current_checkpoint: Mapped[str | None] = mapped_column(Text, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    metrics_history: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
 def display_url(url: str) -> str:
     """The URL with any password masked, safe to print."""
     try:
@@ -264,6 +305,19 @@ class Database:
                 )
             )
 
+    def update_collection(self, name: str, **fields: Any) -> None:
+        """Change a collection row's fields (model, path...) in one transaction, items untouched.
+
+        The background fine-tuner swaps a collection to a new model + index with one call:
+        another process reads either the old pair or the new one, never a mix.
+        """
+        with self.session() as session:
+            record = session.scalar(select(CollectionRecord).where(CollectionRecord.name == name))
+            if record is None:
+                raise StorageError(f"collection {name!r} does not exist")
+            for key, value in fields.items():
+                setattr(record, key, value)
+
     # -- labels ---------------------------------------------------------------------------
 
     def add_labels(self, labels: Iterable[Mapping[str, Any]]) -> int:
@@ -343,3 +397,83 @@ class RunStore:
             if rows:
                 session.execute(QueryResult.__table__.insert(), rows)
             return record.id
+
+
+class FineTuneStore:
+    """Confirmed examples and fine-tuner state per collection (see ``core.training.finetuner``)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add_example(self, collection: str, *, kind: str, input: str, workflow_id: str,
+                    max_examples: int) -> list[str]:
+        """Store one example, count it (seen + pending) and drop the oldest beyond ``max_examples``.
+
+        Returns the inputs of the dropped examples (their image copies may be deleted). The
+        counters are raised in SQL (``x = x + 1``) so two processes confirming at once both count.
+        """
+        with self.db.session() as session:
+            self._ensure_state(session, collection)
+            session.add(FineTuneExample(collection_name=collection, kind=kind, input=input, workflow_id=workflow_id))
+            session.execute(FineTuneState.__table__.update()
+                            .where(FineTuneState.collection_name == collection)
+                            .values(examples_seen=FineTuneState.examples_seen + 1,
+                                    pending=FineTuneState.pending + 1, updated_at=utcnow()))
+            session.flush()
+            doomed = list(session.execute(
+                select(FineTuneExample.id, FineTuneExample.input)
+                .where(FineTuneExample.collection_name == collection)
+                .order_by(FineTuneExample.id.desc())
+                .offset(max_examples)
+            ))
+            if doomed:
+                session.execute(delete(FineTuneExample).where(FineTuneExample.id.in_([row.id for row in doomed])))
+            return [row.input for row in doomed]
+
+    def examples(self, collection: str) -> list[FineTuneExample]:
+        """The kept examples, oldest first."""
+        with self.db.session() as session:
+            return list(session.scalars(select(FineTuneExample).where(FineTuneExample.collection_name == collection)
+                                        .order_by(FineTuneExample.id)))
+
+    def is_referenced(self, collection: str, input: str) -> bool:
+        with self.db.session() as session:
+            return bool(session.scalar(select(func.count()).select_from(FineTuneExample).where(
+                FineTuneExample.collection_name == collection, FineTuneExample.input == input)))
+
+    def state(self, collection: str) -> FineTuneState | None:
+        with self.db.session() as session:
+            return session.scalar(select(FineTuneState).where(FineTuneState.collection_name == collection))
+
+    def states(self) -> list[FineTuneState]:
+        with self.db.session() as session:
+            return list(session.scalars(select(FineTuneState).order_by(FineTuneState.collection_name)))
+
+    def update_state(self, collection: str, **fields: Any) -> FineTuneState:
+        """Set fields of a collection's fine-tuner state (created on first use); returns the row."""
+        with self.db.session() as session:
+            state = self._ensure_state(session, collection)
+            for key, value in fields.items():
+                setattr(state, key, value)
+            return state
+
+    def increment(self, collection: str, **amounts: int) -> FineTuneState:
+        """Add to counters in SQL (``attempts``, ``failures``...), then return the row."""
+        with self.db.session() as session:
+            self._ensure_state(session, collection)
+            column = FineTuneState.__table__.c
+            session.execute(FineTuneState.__table__.update()
+                            .where(FineTuneState.collection_name == collection)
+                            .values({column[name]: column[name] + amount for name, amount in amounts.items()}))
+            return session.scalar(select(FineTuneState).where(FineTuneState.collection_name == collection)
+                                  .execution_options(populate_existing=True))
+
+    @staticmethod
+    def _ensure_state(session: Session, collection: str) -> FineTuneState:
+        state = session.scalar(select(FineTuneState).where(FineTuneState.collection_name == collection))
+        if state is None:
+            state = FineTuneState(collection_name=collection, state="idle", attempts=0, trainings_run=0, failures=0,
+                                  examples_seen=0, pending=0, metrics_history=[])
+            session.add(state)
+            session.flush()
+        return state

@@ -78,6 +78,11 @@ class Workspace:
     def collection_dir(self, name: str) -> Path:
         return self.collections_dir / name
 
+    @property
+    def finetuning_dir(self) -> Path:
+        """Background fine-tuner files: confirmed example images and re-embedded indexes, per collection."""
+        return self.root / "finetuning"
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
@@ -98,6 +103,31 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``target``; on success it is renamed to ``target``.
+
+    For outputs that are many files (a model checkpoint): readers that find ``target`` find
+    it complete. ``target`` must not exist yet (the caller picks a new name each time, so a
+    serving folder is never replaced under a reader). On any exception the staging folder
+    is removed.
+    """
+    import shutil
+
+    target = Path(target)
+    if target.exists():
+        raise StorageError(f"{target} already exists: refusing to replace a folder that may be in use")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield staging
+        os.replace(staging, target)
+        _fsync_dir(target.parent)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:

@@ -14,6 +14,9 @@ A spec that starts with ``clip:`` names an open_clip image–text model (``ClipE
 - ``clip:/path/to/folder`` — a local folder in open_clip's export layout
   (``open_clip_config.json`` + ``open_clip_model.safetensors``, see ``core.embedders.image``).
 
+A spec that starts with ``screen:`` names the offline screenshot embedder (``ScreenEmbedder``:
+tesseract OCR + the text model the rest of the spec names, e.g. ``screen:default``).
+
 Image specs never fall back: no image model ships offline (no PyPI package carries CLIP
 weights), and answering an image request with the bundled text model would be wrong. A
 ``clip:`` spec that cannot load is always one clear ``ModelLoadError`` line.
@@ -36,11 +39,12 @@ from core.device import resolve_device
 from core.embedders.cache import EmbeddingCache, shared_cache
 from core.embedders.image import CLIP_PREFIX, CONFIG_NAME, WEIGHTS_NAMES, ClipEmbedder, read_clip_config
 from core.embedders.registry import DEFAULT_MODEL, KnownModel, known_model
+from core.embedders.screen import ScreenEmbedder, is_screen_spec, load_screen_embedder
 from core.embedders.text import TextEmbedder
 from core.errors import ModelLoadError
 
-# What ``load_embedder`` returns: both kinds share encode/dimension/fingerprint/model_id/spec.
-Embedder = TextEmbedder | ClipEmbedder
+# What ``load_embedder`` returns: all kinds share encode/dimension/fingerprint/model_id/spec.
+Embedder = TextEmbedder | ClipEmbedder | ScreenEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +111,11 @@ def load_embedder(
     """
     resolved_device = resolve_device(device)
     chosen_cache = shared_cache() if cache is True else (cache if isinstance(cache, EmbeddingCache) else None)
+    if is_screen_spec(spec):  # OCR + a text model loaded by this same function (core.embedders.screen)
+        return load_screen_embedder(spec, cache=chosen_cache, batch_size=batch_size, load_text=lambda text_spec: (
+            load_embedder(text_spec, device=device, truncate_dim=truncate_dim, fallback=fallback,
+                          cache=chosen_cache if chosen_cache is not None else False, batch_size=batch_size,
+                          reuse=reuse)))
     if is_clip_spec(spec):
         clip = resolve_clip_spec(spec)
         model, preprocess, tokenizer = _load_model(("clip", clip.model_name, clip.pretrained or ""), resolved_device,
