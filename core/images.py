@@ -84,6 +84,33 @@ def read_image(image: ImageInput, *, max_side: int = MAX_IMAGE_SIDE, name: str |
     return rgb
 
 
+# What an interactive upload (a demo anyone with the link can use) may hold: 40 MP is a screenshot of
+# two 5K monitors. Larger files are refused before decoding, so one upload cannot tie up a worker for
+# seconds and hundreds of MB; files given on the command line keep the MAX_DECODE_PIXELS limit.
+MAX_UPLOAD_PIXELS = 40_000_000
+
+
+def check_upload(path: str | os.PathLike, *, name: str | None = None, max_pixels: int = MAX_UPLOAD_PIXELS) -> None:
+    """Refuse an uploaded file that is not an image or has more than ``max_pixels``, reading its header only.
+
+    A truncated file passes here (the header is whole) and is refused by ``read_image`` when decoded.
+    """
+    label = name or str(path)
+    file = Path(path)
+    if not file.is_file():
+        raise ImageError(f"image file {label} does not exist")
+    try:
+        with Image.open(file) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ImageError(f"{label} is not an image PIL can read (give a PNG, JPEG, WebP, BMP, GIF or TIFF)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{label} is too large to decode: at most {max_pixels // 1_000_000} MP") from None
+    if width * height > max_pixels:
+        raise ImageError(f"{label} is {width}×{height} ({width * height / 1e6:.0f} MP): uploads may have at most "
+                         f"{max_pixels // 1_000_000} MP — crop or downscale the screenshot")
+
+
 def read_images(images: Sequence[ImageInput], *, max_side: int = MAX_IMAGE_SIDE) -> list[Image.Image]:
     """``read_image`` for a batch; an error names the failing path (or ``image #i``)."""
     return [read_image(image, max_side=max_side, name=describe_image(image, i)) for i, image in enumerate(images)]

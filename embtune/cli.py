@@ -630,6 +630,59 @@ def debug_finetuning_command(
             typer.echo(line)
 
 
+
+demo_app = typer.Typer(help="Gradio demos: product search A vs B, screenshot search that learns.",
+                       no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
+
+_HOST_HELP = "address to bind (default 127.0.0.1: this machine only)"
+_SHARE_HELP = "also ask gradio for a public *.gradio.live link (needs internet)"
+
+
+@demo_app.command("product")
+def demo_product_command(
+    ctx: typer.Context,
+    collection: Annotated[str, typer.Option("--collection", help="text collection (default: the bundled "
+                                            "catalogue, indexed on first start)")] = "catalogue",
+    model_a: Annotated[str | None, typer.Option("--model-a", help="model spec (default: the collection's "
+                                                "model)")] = None,
+    model_b: Annotated[str | None, typer.Option("--model-b", help="model spec or run:NAME (default: the newest "
+                                                "finished run for the collection)")] = None,
+    host: Annotated[str, typer.Option("--host", help=_HOST_HELP)] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option("--port", help="port (default: gradio's, 7860 or the next free)")]
+    = None,
+    share: Annotated[bool, typer.Option("--share", help=_SHARE_HELP)] = False,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Product search, model A vs model B side by side (demos/product_search.py)."""
+    from demos.product_search import launch
+
+    context: Context = ctx.obj
+    launch(collection=collection, model_a=model_a, model_b=model_b, host=host, port=port, share=share,
+           workspace=context.workspace(), db=context.database(), device=device)
+
+
+@demo_app.command("screens")
+def demo_screens_command(
+    ctx: typer.Context,
+    collection: Annotated[str, typer.Option("--collection", help="image collection with workflow ids (default: "
+                                            "the bundled screenshot set, indexed on first start)")] = "screens",
+    model: Annotated[str | None, typer.Option("--model", help="model to index the bundled set with when the "
+                                              "collection is missing (default screen:default; clip:... works)")]
+    = None,
+    host: Annotated[str, typer.Option("--host", help=_HOST_HELP)] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option("--port", help="port (default: gradio's, 7860 or the next free)")]
+    = None,
+    share: Annotated[bool, typer.Option("--share", help=_SHARE_HELP)] = False,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Screenshot search with Right/Wrong buttons feeding the background fine-tuner (demos/image_search.py)."""
+    from demos.image_search import launch
+
+    context: Context = ctx.obj
+    launch(collection=collection, model=model, host=host, port=port, share=share, workspace=context.workspace(),
+           db=context.database(), device=device)
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user mistakes become one ``error:`` line and exit code 1."""
     try:
