@@ -139,6 +139,14 @@ def load_model(config: BenchConfig, adapter_folders: list[Path] | None = None) -
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
         raise ModelLoadError(f"could not load causal LM {base!r}: {str(exc).splitlines()[0]}") from None
+    if "gguf_file" in kwargs and getattr(model, "hf_quantizer", None) is not None:
+        # transformers dequantises GGUF weights to plain tensors on load but keeps a GGUF "quantizer"
+        # marker, which makes Trainer refuse to fine-tune (train-lora on smollm2); the weights are full
+        # precision, so the marker goes.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     for warning in warnings:
         logger.warning(warning)
     if tokenizer.pad_token is None:
