@@ -36,7 +36,13 @@ import numpy as np
 from PIL import Image
 
 from core.embedders.cache import CacheKey, EmbeddingCache, content_hash
-from core.embedders.text import CHUNK_BATCHES, PROGRESS_BAR_MIN_ITEMS, normalize_rows, weights_fingerprint
+from core.embedders.text import (
+    CHUNK_BATCHES,
+    PROGRESS_BAR_MIN_ITEMS,
+    normalize_rows,
+    text_items,
+    weights_fingerprint,
+)
 from core.errors import EmbtuneError, ImageError
 from core.images import MAX_IMAGE_SIDE, ImageInput, describe_image, image_content_hash, read_image
 from core.progress import CancelToken, ProgressCallback, ProgressReporter
@@ -128,11 +134,7 @@ class ClipEmbedder:
         cancel: CancelToken | None = None,
     ) -> np.ndarray:
         """Embed texts with the text tower → (n, dimension), comparable with ``encode_images``."""
-        single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
-        for position, text in enumerate(items):
-            if not isinstance(text, str):
-                raise EmbtuneError(f"text #{position} is {type(text).__name__}, not a string")
+        single, items = text_items(texts)
         keys = [self._key(content_hash(text)) for text in items] if self._caching else []
         output = self._encode_with_cache(items, keys, self._run_text, "encode", "text", batch_size,
                                          show_progress, progress, cancel)

@@ -62,6 +62,17 @@ def embedding_dimension(model: Any) -> int:
     return int(getter())
 
 
+def text_items(texts: str | Sequence[str]) -> tuple[bool, list[str]]:
+    """(was it one text, the texts as a list): every embedder takes one text or many, and refuses a
+    non-string with its position rather than failing deep inside a tokenizer."""
+    single = isinstance(texts, str)
+    items = [texts] if single else list(texts)
+    for position, text in enumerate(items):
+        if not isinstance(text, str):
+            raise EmbtuneError(f"text #{position} is {type(text).__name__}, not a string")
+    return single, items
+
+
 class TextEmbedder:
     """Wraps a ``SentenceTransformer``; create it with ``core.embedders.load_embedder``."""
 
@@ -131,11 +142,7 @@ class TextEmbedder:
         cancel: CancelToken | None = None,
     ) -> np.ndarray:
         """Embed texts → (n, dimension) float32, rows L2-normalised; cached texts skip the model."""
-        single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
-        for position, text in enumerate(items):
-            if not isinstance(text, str):
-                raise EmbtuneError(f"text #{position} is {type(text).__name__}, not a string")
+        single, items = text_items(texts)
         output = np.empty((len(items), self.dimension), dtype=np.float32)
         keys = self._cache_keys(items)
         missing = self._fill_from_cache(keys, output) if keys else list(range(len(items)))
