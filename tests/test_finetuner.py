@@ -25,7 +25,9 @@ from tests.test_images import WORKFLOWS, screen
 from tests.test_storage import postgres_url  # noqa: F401 - a real PostgreSQL server for the store test
 
 # Big enough that 3 epochs visibly move a random tiny model; the real default (1e-5) is for real CLIPs.
-FAST = {"epochs": 3, "learning_rate": 1e-3, "batch_size": 8}
+# Random tiny weights: held-out top-1 moves by chance, so these tests swap whatever it says (the gate
+# has its own test below).
+FAST = {"epochs": 3, "learning_rate": 1e-3, "batch_size": 8, "max_holdout_drop": None}
 
 
 @pytest.fixture()
@@ -174,6 +176,25 @@ def test_failed_training_keeps_the_old_model_serving_and_records_the_error(env) 
     assert tuner.train_now() and tuner.wait(120)
     assert tuner.stats().state == "idle" and tuner.stats().last_error is None
     assert tuner.serving.fingerprint != old.fingerprint
+
+
+def test_a_fine_tune_worse_on_held_out_confirmations_is_not_swapped_in(env, monkeypatch) -> None:
+    workspace, db, folder = env
+    tuner = tuner_for(env, trigger_threshold=5, max_holdout_drop=0.0)
+    old, record_before = tuner.serving, db.get_collection("screens")
+    scores = iter([1.0, 0.0])  # held-out top-1 of the old model, then of the new one
+    monkeypatch.setattr(tuner, "_top1", lambda serving, held_out: next(scores))
+    for image, workflow in confirmations(folder)[:5]:
+        tuner.confirm(image, workflow)
+    assert tuner.wait(120)
+    stats = tuner.stats()
+    assert stats.state == "idle" and stats.trainings_run == 1 and stats.failures == 0
+    assert stats.metrics_history[-1]["status"] == "rejected" and "fell 1.000 → 0.000" in stats.last_error
+    assert tuner.serving is old and stats.current_checkpoint is None
+    assert (db.get_collection("screens").model_spec, db.get_collection("screens").path) == \
+        (record_before.model_spec, record_before.path)
+    finetuned = workspace.models_dir / "finetuned" / "screens"
+    assert not finetuned.exists() or not any(finetuned.iterdir()), "a rejected training left files behind"
 
 
 def test_max_examples_keeps_the_newest_and_deletes_dropped_image_copies(env) -> None:

@@ -8,6 +8,11 @@ fine-tune in a daemon thread:
 - a ``ClipEmbedder`` gets its image tower fine-tuned contrastively towards the prototypes of
   the confirmed workflows' indexed screenshots (``core.training.clip_tuning``, which says why
   prototypes rather than the workflow's text);
+- a ``ScreenEmbedder`` (``screen:``, OCR + a text model) gets its *text model* trained by the
+  project's trainer on what tesseract read: (OCR text of the confirmed screenshot, the workflow's
+  description) and (that text, the OCR text of each of the workflow's indexed screenshots). The
+  readings come from the OCR cache the indexing filled, and the new embedder keeps the old one's
+  OCR settings and OCR cache, so neither training nor re-embedding runs tesseract again;
 - a text embedder is trained by the project's trainer (``core.training.train``: MNRL on
   (confirmed text, a text of that workflow's items) pairs), so the run is recorded like any
   other.
@@ -43,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from core.embedders.screen import is_screen_spec, parse_screen_spec
 from core.errors import CollectionError, EmbtuneError
 from core.images import ImageInput, image_content_hash, read_image
 from core.index import Collection, SearchHit
@@ -60,13 +66,17 @@ KEEP_OUTPUTS = 2
 # Stages the ``hook`` is called at, in order. An exception from the hook at any stage up to
 # "before_swap" fails the training (that is how tests inject failures); later ones are logged only.
 HOOK_STAGES = ("train_start", "epoch_end", "trained", "checkpoint_saved", "index_built", "before_swap", "swapped",
-               "failed")
+               "rejected", "failed")
 
 # Per-training entries kept in the stats (the newest); enough for a trend, bounded for a long-running assistant.
 HISTORY_LIMIT = 100
 
 Hook = Callable[[str], None]
 
+
+
+class _Rejected(Exception):
+    """A finished fine-tune that the held-out gate keeps out of service."""
 
 @dataclass(frozen=True)
 class FineTunerConfig:
@@ -82,6 +92,9 @@ class FineTunerConfig:
     batch_size: int = 16
     holdout_every: int = 5
     """Every n-th confirmed example (by id) is held out for the before/after top-1; 0: none."""
+    max_holdout_drop: float | None = 0.0
+    """Swap only if held-out top-1 falls by at most this much (None: always swap). A fine-tune that makes
+    the confirmed cases worse is kept out of service: the measured screen loop did exactly that once."""
     references_per_workflow: int = 32
     """Image models: indexed screenshots averaged into a workflow's prototype. Text models: item texts
     paired with each confirmed query."""
@@ -101,6 +114,9 @@ class FineTunerConfig:
         if self.holdout_every < 0 or self.holdout_every == 1:
             raise EmbtuneError(f"fine-tuner: holdout_every={self.holdout_every!r} is not allowed: 0 (no hold-out) "
                                "or 2 and more (1 would hold out everything)")
+        if self.max_holdout_drop is not None and not 0 <= self.max_holdout_drop <= 1:
+            raise EmbtuneError(f"fine-tuner: max_holdout_drop={self.max_holdout_drop!r} is not allowed: 0..1, or None "
+                               "to swap whatever the held-out result")
 
 
 @dataclass
@@ -190,6 +206,7 @@ class LightweightFineTuner:
         hook: Hook | None = None,
     ) -> None:
         from core.embedders.image import ClipEmbedder
+        from core.embedders.screen import ScreenEmbedder
         from core.embedders.text import TextEmbedder
         from core.indexing import collection_record, open_collection
 
@@ -201,13 +218,14 @@ class LightweightFineTuner:
         self.store = FineTuneStore(db)
         record = collection_record(collection, db)
         opened = open_collection(collection, workspace=workspace, db=db, device=self.config.device)
-        if isinstance(opened.embedder, ClipEmbedder):
-            self.modality = "image"
+        if isinstance(opened.embedder, (ClipEmbedder, ScreenEmbedder)):
+            self.modality = "image"  # what is confirmed and matched: screenshots
         elif isinstance(opened.embedder, TextEmbedder):
             self.modality = "text"
         else:
             raise EmbtuneError(f"collection {collection!r} uses {type(opened.embedder).__name__}: the fine-tuner "
-                               "trains clip: image models and sentence-transformers text models")
+                               "trains clip: image models, screen: screenshot models (their text model) and "
+                               "sentence-transformers text models")
         self._check_field(opened)
         state = self.store.state(collection)
         checkpoint = state.current_checkpoint if state is not None and state.current_checkpoint and \
@@ -317,6 +335,11 @@ class LightweightFineTuner:
             self._call_hook("train_start")
             self._train_and_swap(examples, attempt, entry, outputs)
             entry["status"] = "done"
+        except _Rejected as exc:  # trained fine but worse on the held-out confirmations: not served
+            entry["status"], entry["error"] = "rejected", str(exc)
+            logger.warning("fine-tuning %s rejected: %s", self.name, exc)
+            for output in outputs:
+                shutil.rmtree(output, ignore_errors=True)
         except BaseException as exc:  # any failure must leave the old model serving, and be recorded
             message = f"{type(exc).__name__}: {exc}".strip()
             entry["error"] = message
@@ -331,11 +354,15 @@ class LightweightFineTuner:
                 self.store.increment(self.name, trainings_run=1)
                 self.store.update_state(self.name, state="idle", last_error=None, metrics_history=history,
                                         last_loss=entry.get("last_loss"), current_checkpoint=entry["checkpoint"])
+            elif entry["status"] == "rejected":
+                self.store.increment(self.name, trainings_run=1)
+                self.store.update_state(self.name, state="idle", last_error=entry["error"], metrics_history=history,
+                                        last_loss=entry.get("last_loss"))
             else:
                 self.store.increment(self.name, failures=1)
                 self.store.update_state(self.name, state="failed", last_error=entry["error"],
                                         metrics_history=history)
-            stage = "swapped" if entry["status"] == "done" else "failed"
+            stage = {"done": "swapped", "rejected": "rejected"}.get(entry["status"], "failed")
         try:
             self._call_hook(stage)
         except Exception:  # once the outcome is recorded a hook cannot change it
@@ -357,10 +384,12 @@ class LightweightFineTuner:
         checkpoint = self.workspace.models_dir / "finetuned" / self.name / f"ckpt-{attempt}"
         index_folder = self.workspace.finetuning_dir / self.name / f"index-{attempt}"
         outputs += [checkpoint, index_folder]
-        if self.modality == "image":
+        if is_screen_spec(old.embedder.spec):
+            new_embedder, losses = self._train_screen(old, train_set, checkpoint, attempt, entry)
+        elif self.modality == "image":
             new_embedder, losses = self._train_clip(old, train_set, checkpoint)
         else:
-            new_embedder, losses = self._train_text(old, train_set, checkpoint, attempt)
+            new_embedder, losses = self._train_text(old, train_set, checkpoint, attempt, entry)
         entry.update(epoch_losses=losses, last_loss=losses[-1] if losses else None, checkpoint=str(checkpoint))
 
         rebuilt = self._reembed(old.collection, new_embedder)
@@ -369,6 +398,10 @@ class LightweightFineTuner:
         new = Serving(new_embedder, rebuilt, str(checkpoint))
         entry["top1_after"] = self._top1(new, held_out)
         entry["index_generation"] = rebuilt.info.generation
+        before, after, allowed = entry["top1_before"], entry["top1_after"], self.config.max_holdout_drop
+        if allowed is not None and before is not None and after is not None and after < before - allowed - 1e-12:
+            raise _Rejected(f"held-out top-1 fell {before:.3f} → {after:.3f} on {len(held_out)} confirmed examples; "
+                            "the current model keeps serving")
         self._call_hook("before_swap")
         # The commit point for other processes: the row names the new model and the new index together.
         self.db.update_collection(self.name, model_spec=new_embedder.spec, model_fingerprint=new_embedder.fingerprint,
@@ -405,13 +438,9 @@ class LightweightFineTuner:
         # Loaded back through the public door: what a restart (or another process) will serve.
         return load_embedder(f"clip:{checkpoint}", device=self.config.device, reuse=False), losses
 
-    def _train_text(self, old: Serving, train_set: list[_Example], checkpoint: Path,
-                    attempt: int) -> tuple[Any, list[float]]:
-        import pandas as pd
-
+    def _train_text(self, old: Serving, train_set: list[_Example], checkpoint: Path, attempt: int,
+                    entry: dict[str, Any]) -> tuple[Any, list[float]]:
         from core.embedders import load_embedder
-        from core.training.config import TrainingConfig
-        from core.training.train import train
 
         texts: dict[str, list[str]] = {}
         for item_id in old.collection.ids:
@@ -423,16 +452,77 @@ class LightweightFineTuner:
                  for text in texts.get(e.workflow_id, [])[: self.config.references_per_workflow]]
         if not pairs:
             raise EmbtuneError("the confirmed workflows have no item texts to pair the examples with")
+        losses = self._train_pairs(pairs, old.embedder.spec, checkpoint, attempt, entry)
+        return load_embedder(str(checkpoint), device=self.config.device, fallback=False, reuse=False), losses
+
+    def _train_screen(self, old: Serving, train_set: list[_Example], checkpoint: Path, attempt: int,
+                      entry: dict[str, Any]) -> tuple[Any, list[float]]:
+        """Train a ``screen:`` embedder's text model on OCR text; the checkpoint is that text model's folder.
+
+        Pixels never reach the text model, so what it can learn is to place the words tesseract
+        reads on a workflow's screens (in any language, theme or layout) near each other and near
+        the workflow's description. The layout part and OCR settings are not trained: the new
+        embedder is ``screen:<checkpoint>`` with the old one's languages and layout weight (the
+        canonical spec in the collection's row carries them, so a restart reopens the same).
+        """
+        from core.embedders import load_embedder
+
+        screen = old.embedder
+        shots: dict[str, list[str]] = {}
+        for item_id in old.collection.ids:
+            metadata = old.collection.item(item_id)["metadata"]
+            workflow, path = metadata.get(self.config.field), metadata.get("image_path")
+            if workflow is not None and path:
+                shots.setdefault(str(workflow), []).append(path)
+        wanted = {e.workflow_id for e in train_set}
+        shots = {workflow: paths[: self.config.references_per_workflow] for workflow, paths in shots.items()
+                 if workflow in wanted}
+        references = [path for paths in shots.values() for path in paths]
+        # read_screens answers from the OCR cache that indexing (references) and matching (examples) filled.
+        read = {path: reading.text for path, reading in zip(references, screen.read_screens(references), strict=True)}
+        anchors = screen.read_screens([e.input for e in train_set])
+        descriptions = self._descriptions(old.collection)
+        pairs = []
+        for example, reading in zip(train_set, anchors, strict=True):
+            positives = [descriptions.get(example.workflow_id, ""),
+                         *(read[path] for path in shots.get(example.workflow_id, []))]
+            # A screen where nothing was read teaches the text model nothing; the same text is no pair either
+            # (a confirmed screenshot that is itself indexed).
+            pairs += [{"anchor": reading.text, "positive": text} for text in positives
+                      if reading.text and text and text != reading.text]
+        if not pairs:
+            raise EmbtuneError("no OCR text to train on: tesseract read nothing on the confirmed screenshots, "
+                               "or their workflows have no description and no other indexed screenshot with text")
+        text_model = screen.text_embedder
+        losses = self._train_pairs(pairs, text_model.spec, checkpoint, attempt, entry,
+                                   max_seq_length=getattr(text_model.model, "max_seq_length", None))
+        tuned = load_embedder(str(checkpoint), device=self.config.device, fallback=False, reuse=False)
+        return screen.with_text_embedder(tuned), losses
+
+    def _train_pairs(self, pairs: list[dict[str, str]], model_spec: str, checkpoint: Path, attempt: int,
+                     entry: dict[str, Any], *, max_seq_length: int | None = None) -> list[float]:
+        """MNRL on (anchor, positive) pairs with the project's trainer, so the run is recorded like any other.
+
+        ``max_seq_length``: the base model's, for inputs as long as OCR text (the trainer's 128 would
+        leave the tuned model reading less of a screen than the model it replaces).
+        """
+        import pandas as pd
+
+        from core.training.config import TrainingConfig
+        from core.training.train import train
+
+        entry["train_pairs"] = len(pairs)
         losses: list[float] = []
         with tempfile.TemporaryDirectory(prefix="embtune-finetuner-") as tmp:
             data = Path(tmp) / "pairs.csv"
             pd.DataFrame(pairs).to_csv(data, index=False)
             config = TrainingConfig(
-                data=str(data), output_dir=str(checkpoint), model=old.embedder.spec, loss="mnrl",
+                data=str(data), output_dir=str(checkpoint), model=model_spec, loss="mnrl",
                 epochs=float(self.config.epochs), batch_size=min(self.config.batch_size, len(pairs)),
                 learning_rate=self.config.learning_rate, validation_fraction=0.0, test_fraction=0.0,
                 eval_each_epoch=False, keep_best=False, forgetting_check=False, seed=self.config.seed,
                 collection=self.name, run_name=f"finetuner-{self.name}-{attempt}", device=self.config.device,
+                **({"max_seq_length": int(max_seq_length)} if max_seq_length else {}),
             )
 
             def on_progress(progress: Any) -> None:
@@ -443,7 +533,7 @@ class LightweightFineTuner:
             train(config, db=self.db, progress=on_progress, show_progress=False)
         self._call_hook("trained")
         self._call_hook("checkpoint_saved")
-        return load_embedder(str(checkpoint), device=self.config.device, fallback=False, reuse=False), losses
+        return losses
 
     def _reembed(self, old: Collection, embedder: Any) -> Collection:
         """The same items embedded with the new model, as a new collection (the old one keeps serving)."""
@@ -489,12 +579,20 @@ class LightweightFineTuner:
             if not isinstance(input, str) or not input.strip():
                 raise EmbtuneError(f"collection {self.name!r} holds texts: confirm a non-empty text")
             return input.strip()
+        from storage.workspace import atomic_path
+
         image = read_image(input)  # one clear line for a missing, broken or empty image, now rather than later
         folder = self.workspace.finetuning_dir / self.name / "examples"
+        if isinstance(input, (str, os.PathLike)):
+            # A byte copy keeps the file's content hash, the key of the OCR and embedding caches: a screen:
+            # model reads the copy from the cache its match of the original filled, without running tesseract.
+            target = folder / f"{image_content_hash(input)[:32]}{Path(input).suffix.lower() or '.png'}"
+            if not target.exists():
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(input, tmp)
+            return str(target)
         target = folder / f"{image_content_hash(image)[:32]}.png"
         if not target.exists():
-            from storage.workspace import atomic_path
-
             with atomic_path(target) as tmp:
                 image.save(tmp, format="PNG")
         return str(target)
@@ -510,6 +608,27 @@ class LightweightFineTuner:
     def _workflows(self, collection: Collection) -> set[str]:
         return {str(collection.item(i)["metadata"][self.config.field]) for i in collection.ids
                 if collection.item(i)["metadata"].get(self.config.field) is not None}
+
+    def _descriptions(self, collection: Collection) -> dict[str, str]:
+        """workflow → its description: the items' ``description`` metadata, else the workflows table
+        (``workflows.csv``: workflow_id, description) beside the indexed file, the layout of the bundled set."""
+        found: dict[str, str] = {}
+        for item_id in collection.ids:
+            metadata = collection.item(item_id)["metadata"]
+            workflow, text = metadata.get(self.config.field), metadata.get("description")
+            if workflow is not None and isinstance(text, str) and text.strip():
+                found.setdefault(str(workflow), text.strip())
+        record = self.db.get_collection(self.name)
+        table = Path(record.source).parent / "workflows.csv" if record is not None and record.source else None
+        if table is not None and table.is_file():
+            import pandas as pd
+
+            frame = pd.read_csv(table, dtype=str).fillna("")
+            if {"workflow_id", "description"} <= set(frame.columns):
+                for workflow, text in zip(frame["workflow_id"], frame["description"], strict=True):
+                    if text.strip():
+                        found.setdefault(workflow.strip(), text.strip())
+        return found
 
     def _check_field(self, collection: Collection) -> None:
         if len(collection) and not self._workflows(collection):
@@ -535,8 +654,8 @@ class LightweightFineTuner:
 
 
 def _same_model(model_spec: str, checkpoint: str) -> bool:
-    """Whether a collection's model spec names this checkpoint folder (``clip:`` or not)."""
-    spec = model_spec.removeprefix("clip:")
+    """Whether a collection's model spec names this checkpoint folder (``clip:``, ``screen:`` or plain)."""
+    spec = parse_screen_spec(model_spec).text_spec if is_screen_spec(model_spec) else model_spec.removeprefix("clip:")
     try:
         return os.path.samefile(spec, checkpoint)
     except OSError:
