@@ -185,3 +185,20 @@ def test_llm_check_setup_reports_config_suite_and_adapters(bench_files: dict[str
     broken.write_text(json.dumps(config), encoding="utf-8")
     result = run_cli("llm", "check-setup", "--config", str(broken))
     assert result.code == 1 and "✗ config: bench config: generation.temperature='hot' has the wrong type" in result.out
+
+
+def test_recommendation_does_not_call_an_unproven_gain_effective_without_saying_so() -> None:
+    from core.llmbench.report import recommendation
+
+    def results(verdict: str) -> dict:
+        averages = {"base": {"domain_relevance": 0.20}, "a": {"domain_relevance": 0.30}}
+        stats = {"base": {"averages": averages["base"]},
+                 "a": {"averages": averages["a"], "vs_base": {"domain_relevance": {"verdict": verdict}}}}
+        return {"statistics": stats, "by_category": {"x": stats, "y": {
+            "base": {"averages": {"domain_relevance": 0.1}}, "a": {"averages": {"domain_relevance": 0.05}}}}}
+
+    proven = recommendation(results("better"), "a")
+    assert proven.startswith("effective (+50.0 % domain relevance; the gain is statistically proven)")
+    unproven = recommendation(results("not proven"), "a")
+    assert unproven.startswith("effective (+50.0 % domain relevance; but not proven") and "do not ship" in unproven
+    assert "'y', the weakest category" in unproven

@@ -72,7 +72,14 @@ def recommendation(results: dict[str, Any], adapter: str) -> str:
     verdict = stats[adapter]["vs_base"].get("domain_relevance", {}).get("verdict", "not proven")
     weakest = min(results["by_category"].items(),
                   key=lambda item: item[1][adapter]["averages"].get("domain_relevance", 0.0))[0]
-    return (f"{level} ({gain * 100:+.1f} % domain relevance; statistically {verdict}); "
+    if verdict == "better":
+        sureness = "the gain is statistically proven"
+    elif level == "insufficient":
+        sureness = f"statistically {verdict}"
+    else:  # a large average gain that the interval does not back is not yet a reason to ship
+        sureness = (f"but {verdict}: the 95 % interval still includes no gain, so do not ship on this alone — "
+                    "more prompts or a stronger adapter")
+    return (f"{level} ({gain * 100:+.1f} % domain relevance; {sureness}); "
             f"focus the next training data on '{weakest}', the weakest category.")
 
 
