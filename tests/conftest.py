@@ -178,3 +178,44 @@ def build_tiny_clip(folder: Path, *, embed_dim: int = 32, seed: int = 0) -> Path
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_clip(tmp_path_factory.mktemp("tinyclip"))
+
+
+class MatchReader:
+    """Keeps calling ``tuner.match(probe)`` in a thread, recording (model fingerprint, best score).
+
+    The background fine-tuner's promise is that lookups never wait for a training and never see a
+    half-swapped model; the tests hold a training open and read through it with this.
+    """
+
+    def __init__(self, tuner, probe) -> None:
+        import threading
+
+        self.answers: list[tuple[str | None, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(tuner, probe), daemon=True)
+        self._thread.start()
+
+    def _read(self, tuner, probe) -> None:
+        while not self._stop.is_set():
+            result = tuner.match(probe, k=3)
+            self.answers.append((result.model_fingerprint, result.best.score))
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[tuple[str | None, float]]:
+        """The answers once ``count`` arrived (or the timeout passed): a copy, safe to assert on."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.answers) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.answers)
+
+    def stop_after(self, fingerprint: str, timeout: float = 20) -> list[tuple[str | None, float]]:
+        """Keep reading until an answer comes from ``fingerprint`` (the swapped-in model), then stop."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while (not self.answers or self.answers[-1][0] != fingerprint) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._stop.set()
+        self._thread.join(10)
+        return list(self.answers)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from core.indexing import index_file, open_collection
 from core.training.finetuner import FineTunerConfig, LightweightFineTuner, finetuning_stats
 from storage.db import Database, FineTuneStore
 from storage.workspace import Workspace
-from tests.conftest import write_csv
+from tests.conftest import MatchReader, write_csv
 from tests.test_images import WORKFLOWS, screen
 from tests.test_storage import postgres_url  # noqa: F401 - a real PostgreSQL server for the store test
 
@@ -86,20 +85,8 @@ def test_training_runs_in_background_while_readers_get_old_answers_then_swaps_at
     assert tuner.confirm(*examples[4]) is True  # the 5th confirmation triggers
     assert started.wait(10)
 
-    answers: list[tuple[str | None, float]] = []
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            result = tuner.match(probe, k=3)
-            answers.append((result.model_fingerprint, result.best.score))
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while len(answers) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    held = list(answers)
+    reader = MatchReader(tuner, probe)
+    held = reader.wait_for(5)
     assert len(held) >= 5, "lookups were blocked by the training"
     assert tuner.training and tuner.stats().state == "training"
     assert {fingerprint for fingerprint, _ in held} == {old.fingerprint}
@@ -107,11 +94,7 @@ def test_training_runs_in_background_while_readers_get_old_answers_then_swaps_at
     release.set()
     assert tuner.wait(120)
     new = tuner.serving
-    deadline = time.monotonic() + 20
-    while answers[-1][0] != new.fingerprint and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stop.set()
-    thread.join(10)
+    answers = reader.stop_after(new.fingerprint)
 
     assert stages[:2] == ["train_start", "epoch_end"] and stages[-2:] == ["before_swap", "swapped"]
     # Every answer, before, during and after the swap, came from one model with its own index:

@@ -8,7 +8,6 @@ training pairs and the re-embedding read the OCR cache only.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from core.ocr import clear_shared_ocr_memory
 from core.training.finetuner import FineTunerConfig, LightweightFineTuner
 from storage.db import Database, RunStore
 from storage.workspace import Workspace
-from tests.conftest import write_csv
+from tests.conftest import MatchReader, write_csv
 
 pytestmark = pytest.mark.integration
 
@@ -78,30 +77,15 @@ def test_screen_collection_trains_its_text_model_while_readers_answer_and_reuses
 
     assert [tuner.confirm(image, workflow) for image, workflow in confirmed] == [False, False, True]
     assert started.wait(10)
-    answers: list[tuple[str | None, float]] = []
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            result = tuner.match(probe, k=3)
-            answers.append((result.model_fingerprint, result.best.score))
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while len(answers) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    reader = MatchReader(tuner, probe)
+    answers = reader.wait_for(3)
     assert len(answers) >= 3, "lookups were blocked by the training"
     assert tuner.training and {fingerprint for fingerprint, _ in answers} == {old.fingerprint}
 
     release.set()
     assert tuner.wait(180)
     new = tuner.serving
-    deadline = time.monotonic() + 20
-    while answers[-1][0] != new.fingerprint and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stop.set()
-    thread.join(10)
+    answers = reader.stop_after(new.fingerprint)
 
     stats = tuner.stats()
     assert stats.state == "idle" and stats.trainings_run == 1, stats.last_error
