@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from core.data.screenshots import render_screen, workflow_descriptions
+from core.embedders.cache import shared_cache
 from core.indexing import index_file, open_collection
 from core.ocr import clear_shared_ocr_memory
 from core.training.finetuner import FineTunerConfig, LightweightFineTuner
@@ -36,6 +37,9 @@ def screens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[W
     monkeypatch.setenv("EMBTUNE_HOME", str(workspace.root))  # the OCR cache's disk folder: this workspace
     monkeypatch.setenv("EMBTUNE_OCR_WORKERS", "1")  # tesseract in this process, where the test counts it
     clear_shared_ocr_memory()
+    # Earlier tests may have embedded the same seeded screens: with their vectors in the process-wide
+    # embedding cache, indexing would skip reading them and leave no OCR text to count on.
+    shared_cache().clear()
     db = Database(workspace.db_url())
     folder = tmp_path / "data"
     folder.mkdir()
