@@ -9,7 +9,7 @@ STAMP := $(VENV)/.embtune-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test install system-deps ocr-deps lint clean-venv
+.PHONY: demo test install system-deps ocr-deps lint clean-venv screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,16 @@ demo: install ocr-deps
 test: install system-deps ocr-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# docs/images/demo-*.png: both Gradio demos in headless Debian chromium (not part of `make test`).
+# MODEL_B=PATH picks the product demo's fine-tuned model (default: /tmp/cat/weighted, then /tmp/cat/hn-clean).
+screenshots: install ocr-deps
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing chromium (Debian) for the demo screenshots"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	$(BIN)/python -m pip install --quiet -e '.[screenshots]'
+	$(BIN)/python benchmarks/demo_screenshots.py $(if $(MODEL_B),--model-b $(MODEL_B))
 
 lint: install
 	$(BIN)/ruff check .

@@ -37,6 +37,8 @@ DEFAULT_CONCURRENCY = 4
 EXAMPLES = ["дымо ход", "шуруповерт акамуляторный", "chimney pipe", "дымоход", "cordless drill",
             "садовый шланг 20 м"]
 COLUMNS = ["rank", "id", "name", "category", "score", "only here"]
+# Fixed shares of the column's width (names wrap): sized to content, long names pushed score and ◆ off-screen.
+COLUMN_WIDTHS = ["7%", "11%", "40%", "17%", "11%", "14%"]
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -134,11 +136,13 @@ def build_demo(*, workspace: Workspace | None = None, db: Database | None = None
         with gr.Row():
             with gr.Column():
                 summary_a = gr.Markdown("**A**")
-                table_a = gr.Dataframe(headers=COLUMNS, label="Model A", interactive=False, wrap=True)
+                table_a = gr.Dataframe(headers=COLUMNS, label="Model A", interactive=False, wrap=True,
+                                       column_widths=COLUMN_WIDTHS)
             with gr.Column():
                 summary_b = gr.Markdown("**B**" if default_b else
                                         f"**B** — no fine-tuned run yet for collection {collection!r}")
-                table_b = gr.Dataframe(headers=COLUMNS, label="Model B", interactive=False, wrap=True)
+                table_b = gr.Dataframe(headers=COLUMNS, label="Model B", interactive=False, wrap=True,
+                                       column_widths=COLUMN_WIDTHS)
         inputs = [query, collection_box, model_a_box, model_b_box, k]
         outputs = [table_a, summary_a, table_b, summary_b]
         gr.Examples([[q] for q in EXAMPLES], inputs=[query], label="Examples (typo, split-word, cross-language)")
