@@ -202,12 +202,16 @@ def product_screenshot(args: argparse.Namespace, out: Path) -> None:
             page.get_by_text("NDCG@10").nth(1).wait_for()
             page.wait_for_function("document.querySelectorAll('table tbody tr').length >= 2")
             page.wait_for_timeout(1000)
-            target = out / "demo-product.png"
-            page.screenshot(path=str(target), full_page=True)
-            print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}", flush=True)
+            save_screenshot(page, out / "demo-product.png")
             browser.close()
     finally:
         demo.close()
+
+
+def save_screenshot(page, target: Path) -> None:
+    """The whole page as a PNG, and a line saying where (relative to the repository when inside it)."""
+    page.screenshot(path=str(target), full_page=True)
+    print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- screens
@@ -316,9 +320,7 @@ def screens_screenshot(args: argparse.Namespace, out: Path) -> None:
             page.get_by_text(f"confirmed {truth}").or_(page.get_by_text(f"recorded {truth}")).first.wait_for()
             page.get_by_text("pending 1 of").first.wait_for()
             page.wait_for_timeout(1000)
-            target = out / "demo-screens.png"
-            page.screenshot(path=str(target), full_page=True)
-            print(f"wrote {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}", flush=True)
+            save_screenshot(page, out / "demo-screens.png")
             browser.close()
     finally:
         demo.close()

@@ -82,7 +82,9 @@ class _TinyModel:
 # -- LangChain standard suites ----------------------------------------------------------------
 
 
-class TestLangChainEmbeddingsUnit(_TinyModel, EmbeddingsUnitTests):
+class _TinyEmbeddings(_TinyModel):
+    """What both embeddings suites are given: our class over the session's tiny model."""
+
     @property
     def embeddings_class(self) -> type[EmbtuneEmbeddings]:
         return EmbtuneEmbeddings
@@ -92,14 +94,12 @@ class TestLangChainEmbeddingsUnit(_TinyModel, EmbeddingsUnitTests):
         return {"model_name": str(self.model_dir), "device": "cpu"}
 
 
-class TestLangChainEmbeddingsIntegration(_TinyModel, EmbeddingsIntegrationTests):
-    @property
-    def embeddings_class(self) -> type[EmbtuneEmbeddings]:
-        return EmbtuneEmbeddings
+class TestLangChainEmbeddingsUnit(_TinyEmbeddings, EmbeddingsUnitTests):
+    pass
 
-    @property
-    def embedding_model_params(self) -> dict[str, Any]:
-        return {"model_name": str(self.model_dir), "device": "cpu"}
+
+class TestLangChainEmbeddingsIntegration(_TinyEmbeddings, EmbeddingsIntegrationTests):
+    pass
 
 
 class TestLangChainRetrieverIntegration(RetrieversIntegrationTests):
