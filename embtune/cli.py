@@ -637,6 +637,10 @@ app.add_typer(demo_app, name="demo")
 
 _HOST_HELP = "address to bind (default 127.0.0.1: this machine only)"
 _SHARE_HELP = "also ask gradio for a public *.gradio.live link (needs internet)"
+# Both demos take the same serving options.
+DemoHost = Annotated[str, typer.Option("--host", help=_HOST_HELP)]
+DemoPort = Annotated[int | None, typer.Option("--port", help="port (default: gradio's, 7860 or the next free)")]
+DemoShare = Annotated[bool, typer.Option("--share", help=_SHARE_HELP)]
 
 
 @demo_app.command("product")
@@ -648,10 +652,9 @@ def demo_product_command(
                                                 "model)")] = None,
     model_b: Annotated[str | None, typer.Option("--model-b", help="model spec or run:NAME (default: the newest "
                                                 "finished run for the collection)")] = None,
-    host: Annotated[str, typer.Option("--host", help=_HOST_HELP)] = "127.0.0.1",
-    port: Annotated[int | None, typer.Option("--port", help="port (default: gradio's, 7860 or the next free)")]
-    = None,
-    share: Annotated[bool, typer.Option("--share", help=_SHARE_HELP)] = False,
+    host: DemoHost = "127.0.0.1",
+    port: DemoPort = None,
+    share: DemoShare = False,
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """Product search, model A vs model B side by side (demos/product_search.py)."""
@@ -670,10 +673,9 @@ def demo_screens_command(
     model: Annotated[str | None, typer.Option("--model", help="model to index the bundled set with when the "
                                               "collection is missing (default screen:default; clip:... works)")]
     = None,
-    host: Annotated[str, typer.Option("--host", help=_HOST_HELP)] = "127.0.0.1",
-    port: Annotated[int | None, typer.Option("--port", help="port (default: gradio's, 7860 or the next free)")]
-    = None,
-    share: Annotated[bool, typer.Option("--share", help=_SHARE_HELP)] = False,
+    host: DemoHost = "127.0.0.1",
+    port: DemoPort = None,
+    share: DemoShare = False,
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """Screenshot search with Right/Wrong buttons feeding the background fine-tuner (demos/image_search.py)."""
