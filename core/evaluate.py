@@ -465,6 +465,33 @@ class EvaluationReport:
         return "\n".join(lines) + "\n"
 
 
+REPORT_PREFIX = "eval-"
+
+
+def save_report(report: EvaluationReport, folder: str | Path, *, name: str | None = None) -> Path:
+    """Keep a report (JSON with per-query values and rankings, Markdown beside it) so a UI can list
+    and reopen it after a reload or restart."""
+    import time
+
+    from storage.workspace import atomic_write_json, atomic_write_text
+
+    stem = name or f"{REPORT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
+    target = Path(folder) / f"{stem}.json"
+    payload = report.to_dict()
+    payload["models"] = [r.model_id for r in report.results]
+    atomic_write_json(target, payload)
+    atomic_write_text(target.with_suffix(".md"), report.markdown())
+    return target
+
+
+def saved_reports(folder: str | Path) -> list[Path]:
+    """Evaluation reports in ``folder``, newest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob(f"{REPORT_PREFIX}*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def resolve_model_spec(spec: str, db: Any = None) -> str:
     """``run:NAME`` → that training run's model folder; any other spec unchanged."""
     if not spec.startswith("run:"):
@@ -490,7 +517,12 @@ def run_evaluation(data_path: str | Path, models: Sequence[str], *, dimensions: 
 
     if not models:
         raise EmbtuneError("give at least one --model to evaluate")
-    data = load_retrieval_set(data_path, corpus=corpus)
+    if str(data_path).startswith("bundled:"):
+        from core.data.bundled import bundled_retrieval_set
+
+        data = bundled_retrieval_set(str(data_path))
+    else:
+        data = load_retrieval_set(data_path, corpus=corpus)
     results = []
     for spec in models:
         embedder = load_embedder(resolve_model_spec(spec, db), device=device, fallback=False)

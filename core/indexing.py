@@ -241,6 +241,21 @@ def describe_collections(db: Database) -> list[dict[str, Any]]:
     ]
 
 
+def delete_collection(name: str, *, workspace: Workspace, db: Database) -> None:
+    """Remove a collection: its database row and items, then its index folder.
+
+    The row goes first, so a reader never finds a row whose folder is gone half-way; the
+    folder is only removed when it lies inside this workspace.
+    """
+    record = collection_record(name, db)
+    db.delete_collection(name)
+    folder = Path(record.path).resolve()
+    if folder.is_dir() and workspace.collections_dir.resolve() in folder.parents:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def parse_filter(pairs: list[str] | None) -> Mapping[str, list[str]] | None:
     """``["category=tools", "category=paint"]`` → ``{"category": ["tools", "paint"]}``."""
     if not pairs:

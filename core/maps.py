@@ -59,6 +59,8 @@ class EmbeddingMap:
     cache_file: str | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    """The embeddings of the mapped points (for placing a query); the model's own unit vectors."""
 
     @property
     def fields(self) -> list[str]:
@@ -73,8 +75,13 @@ def compute_map(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     name: str | None = None,
+    embedder: Any = None,
 ) -> EmbeddingMap:
     """Project the collection's stored vectors to 2-D (no model is loaded).
+
+    With ``embedder`` (another model, e.g. a fine-tuned one beside the base the collection was
+    built with) the mapped items are embedded with it first; its projection and vectors are
+    cached under its own fingerprint, so the side-by-side view is instant the second time.
 
     ``cache_dir`` defaults to the collection's own folder; pass ``False``-y with an unsaved
     collection to skip caching. ``name`` is how errors call the collection.
@@ -96,7 +103,9 @@ def compute_map(
     if sampled:
         positions = np.sort(np.random.default_rng(seed).choice(total, size=max_points, replace=False))
     folder = Path(cache_dir) if cache_dir else collection.path
-    cache_file = folder / _cache_name(collection, method, max_points, seed) if folder else None
+    own_model = embedder is None or embedder.fingerprint == collection.info.model_fingerprint
+    fingerprint = str((collection.info.model_fingerprint if own_model else embedder.fingerprint) or "unknown")
+    cache_file = folder / _cache_name(collection, method, max_points, seed, fingerprint) if folder else None
     items = [collection.item(ids[p]) for p in positions]
     result = EmbeddingMap(
         method=method, ids=[item["id"] for item in items], coords=np.empty((0, 2)), total=total, sampled=sampled,
@@ -105,11 +114,22 @@ def compute_map(
     )
     if sampled:
         result.notes.append(f"sampled {len(positions)} of {total} points (seed {seed}); the cap is {max_points}")
+    if own_model:
+        result.vectors = np.asarray(collection.vectors)[positions]
+    else:
+        vectors_file = cache_file.with_suffix(".npy") if cache_file else None
+        if vectors_file is not None and vectors_file.is_file():
+            result.vectors = np.load(vectors_file)
+        if result.vectors is None or len(result.vectors) != len(positions):
+            result.vectors = np.asarray(embedder.encode([text or "" for text in result.texts]), dtype=np.float32)
+            if vectors_file is not None:
+                with atomic_path(vectors_file) as tmp, open(tmp, "wb") as handle:
+                    np.save(handle, result.vectors)
     cached = _read_cache(cache_file, result.ids) if cache_file else None
     if cached is not None:
         result.coords, result.from_cache = cached, True
     else:
-        result.coords = _project(np.asarray(collection.vectors)[positions], method, seed)
+        result.coords = _project(result.vectors, method, seed)
         if cache_file is not None:
             _write_cache(cache_file, method, result)
     result.seconds = time.perf_counter() - started
@@ -156,10 +176,10 @@ def _project(vectors: np.ndarray, method: str, seed: int) -> np.ndarray:
     return np.asarray(coords, dtype=np.float64)
 
 
-def _cache_name(collection: Collection, method: str, max_points: int, seed: int) -> str:
+def _cache_name(collection: Collection, method: str, max_points: int, seed: int, fingerprint: str) -> str:
     info = collection.info
-    key = f"{info.model_fingerprint}:{info.generation}:{len(collection)}:{method}:{max_points}:{seed}"
-    return f"{CACHE_PREFIX}{method}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    key = f"{fingerprint}:{info.model_fingerprint}:{info.generation}:{len(collection)}:{method}:{max_points}:{seed}"
+    return f"{CACHE_PREFIX}{method}-{fingerprint[:12]}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
 def _read_cache(path: Path, ids: list[str]) -> np.ndarray | None:
@@ -176,10 +196,12 @@ def _read_cache(path: Path, ids: list[str]) -> np.ndarray | None:
 
 
 def _write_cache(path: Path, method: str, emap: EmbeddingMap) -> None:
-    # Older projections of this collection (previous generations or sizes) are dead weight.
-    for old in path.parent.glob(f"{CACHE_PREFIX}{method}-*.json"):
+    # Older projections of this collection for the same model (previous generations or sizes) are dead weight.
+    family = path.name.rsplit("-", 1)[0]
+    for old in path.parent.glob(f"{family}-*.json"):
         if old != path:
             old.unlink(missing_ok=True)
+            old.with_suffix(".npy").unlink(missing_ok=True)
     atomic_write_json(path, {"method": method, "ids": emap.ids, "coords": emap.coords.round(6).tolist(),
                              "total": emap.total, "sampled": emap.sampled, "seed": emap.seed})
 
@@ -253,6 +275,31 @@ def _write_html(emap: EmbeddingMap, target: Path, color_by: str | None, title: s
             width=800, height=600).interactive()
         with atomic_path(target) as tmp:
             chart.save(str(tmp), format="html")
+
+
+@dataclass(frozen=True)
+class QueryPlacement:
+    """Where a query lands on a map and which mapped items are its nearest neighbours."""
+
+    x: float
+    y: float
+    neighbour_ids: list[str]
+    scores: list[float]
+
+
+def place_query(emap: EmbeddingMap, query_vector: np.ndarray, *, k: int = 10) -> QueryPlacement:
+    """Put a query on an existing map without projecting again: at the similarity-weighted mean of
+    its ``k`` nearest mapped points — the same idea UMAP's ``transform`` starts new points from."""
+    if emap.vectors is None or not len(emap.vectors):
+        raise EmbtuneError("this map has no vectors to place a query by")
+    query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+    if query.shape[0] != emap.vectors.shape[1]:
+        raise EmbtuneError(f"the query has {query.shape[0]} dimensions, the map's vectors {emap.vectors.shape[1]}")
+    similarities = emap.vectors @ query
+    top = np.argsort(-similarities, kind="stable")[:max(1, min(k, len(similarities)))]
+    weights = np.clip(similarities[top], 1e-6, None)
+    x, y = (emap.coords[top] * weights[:, None]).sum(axis=0) / weights.sum()
+    return QueryPlacement(float(x), float(y), [emap.ids[i] for i in top], [float(similarities[i]) for i in top])
 
 
 @dataclass(frozen=True)

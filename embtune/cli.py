@@ -685,6 +685,42 @@ def demo_screens_command(
     launch(collection=collection, model=model, host=host, port=port, share=share, workspace=context.workspace(),
            db=context.database(), device=device)
 
+@app.command("studio")
+def studio_command(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="address to bind (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8501,
+    workspace: Annotated[str | None, typer.Option("--workspace", help="workspace folder (overrides the global "
+                                                  "--workspace)")] = None,
+    bundled_catalogue: Annotated[bool, typer.Option("--bundled-catalogue", help="on first start, index the bundled "
+                                                    "catalogue, queue its queries and project its map")] = False,
+) -> None:
+    """Run the Streamlit studio: data, labelling, training, comparisons, maps."""
+    import subprocess
+
+    import webapp
+
+    context: Context = ctx.obj
+    if workspace is not None:
+        context = Context(workspace, context.db_url)
+    folder = context.workspace()
+    database = context.database()
+    if bundled_catalogue:
+        from core.data.bundled import ensure_bundled_catalogue
+
+        ensure_bundled_catalogue(folder, database, say=typer.echo, show_progress=sys.stderr.isatty())
+    app_file = Path(webapp.__file__).resolve().parent / "app.py"
+    env = {**os.environ, "EMBTUNE_HOME": str(folder.root), "EMBTUNE_DB": database.url}
+    typer.echo(f"embtune studio on http://{host}:{port} (workspace {folder.root}); Ctrl+C stops it")
+    command = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.headless", "true",
+               "--server.address", host, "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    try:
+        code = subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user mistakes become one ``error:`` line and exit code 1."""
     try:

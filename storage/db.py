@@ -100,6 +100,19 @@ class LabelledPair(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class LabelQuery(Base):
+    """A query waiting to be labelled for a collection: the "next unlabelled" list of the Label page."""
+
+    __tablename__ = "label_queries"
+    __table_args__ = (UniqueConstraint("collection_name", "query"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_name: Mapped[str] = mapped_column(String(200), index=True)
+    query: Mapped[str] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class TrainingRun(Base):
     """A fine-tuning run: its config, data fingerprint, progress, metrics and output model."""
 
@@ -119,6 +132,22 @@ class TrainingRun(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class RunProcess(Base):
+    """The operating-system process training a run, so another process (the studio) can tell a run
+    that is still working from one whose process died, and can ask it to stop."""
+
+    __tablename__ = "run_processes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_name: Mapped[str] = mapped_column(String(200), unique=True)
+    pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    host: Mapped[str | None] = mapped_column(String(200), default=None)
+    process_started: Mapped[float | None] = mapped_column(Float, default=None)
+    """The process's start time (seconds since the epoch): a recycled pid has another one."""
+    log_path: Mapped[str | None] = mapped_column(Text, default=None)
+    cancel_requested: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class EvaluationRecord(Base):
@@ -330,6 +359,35 @@ class Database:
             session.add_all(LabelledPair(**row) for row in rows)
         return len(rows)
 
+    def add_label(self, **fields: Any) -> int:
+        """Save one label at once (the Label page's buttons) and return its id, for undo."""
+        score = fields.get("score")
+        if not isinstance(score, (int, float)) or not 0.0 <= float(score) <= 1.0:
+            raise StorageError(f"label for query {fields.get('query')!r}: score {score!r} is outside 0..1")
+        with self.session() as session:
+            label = LabelledPair(**fields)
+            session.add(label)
+            session.flush()
+            return label.id
+
+    def delete_label(self, label_id: int) -> bool:
+        """Undo one label (the Label page's "undo"); False when it was already gone."""
+        with self.session() as session:
+            return bool(session.execute(delete(LabelledPair).where(LabelledPair.id == label_id)).rowcount)
+
+    def add_label_queries(self, collection_name: str, queries: Iterable[str], source: str | None = None) -> int:
+        """Queue queries for labelling; ones already queued for the collection are not added twice."""
+        with self.session() as session:
+            known = set(session.scalars(select(LabelQuery.query).where(LabelQuery.collection_name == collection_name)))
+            fresh = list(dict.fromkeys(q.strip() for q in queries if q and q.strip() and q.strip() not in known))
+            session.add_all(LabelQuery(collection_name=collection_name, query=q, source=source) for q in fresh)
+            return len(fresh)
+
+    def label_queries(self, collection_name: str) -> list[str]:
+        with self.session() as session:
+            return list(session.scalars(select(LabelQuery.query).where(LabelQuery.collection_name == collection_name)
+                                        .order_by(LabelQuery.id)))
+
     def labels(self, collection_name: str | None = None) -> list[LabelledPair]:
         with self.session() as session:
             query = select(LabelledPair).order_by(LabelledPair.id)
@@ -383,6 +441,37 @@ class RunStore:
             if collection_name is not None:
                 query = query.where(TrainingRun.collection_name == collection_name)
             return list(session.scalars(query))
+
+    def queue(self, name: str, *, collection_name: str | None, config: Mapping[str, Any]) -> None:
+        """A run launched but not started yet; refused when the name is taken."""
+        with self.db.session() as session:
+            if session.scalar(select(TrainingRun).where(TrainingRun.name == name)) is not None:
+                raise StorageError(f"a training run named {name!r} already exists: choose another name")
+            session.add(TrainingRun(name=name, status="queued", collection_name=collection_name, config=dict(config),
+                                    progress={}, epoch_metrics=[], before_after={}))
+
+    def set_process(self, name: str, **fields: Any) -> None:
+        """Record (or update) the process training ``name``: pid, host, start time, log file."""
+        with self.db.session() as session:
+            process = session.scalar(select(RunProcess).where(RunProcess.run_name == name))
+            if process is None:
+                session.add(RunProcess(run_name=name, **fields))
+            else:
+                for key, value in fields.items():
+                    setattr(process, key, value)
+
+    def process(self, name: str) -> RunProcess | None:
+        with self.db.session() as session:
+            return session.scalar(select(RunProcess).where(RunProcess.run_name == name))
+
+    def request_cancel(self, name: str) -> None:
+        self.set_process(name, cancel_requested=1)
+
+    def delete(self, name: str) -> None:
+        """Forget a run (not its model folder): used when a launch fails before any process starts."""
+        with self.db.session() as session:
+            session.execute(delete(RunProcess).where(RunProcess.run_name == name))
+            session.execute(delete(TrainingRun).where(TrainingRun.name == name))
 
     def save_evaluation(self, *, model_spec: str, model_fingerprint: str, data_source: str,
                         metrics: Mapping[str, float], per_query: Iterable[Mapping[str, Any]],

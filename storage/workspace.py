@@ -41,7 +41,7 @@ class Workspace:
         workspace = cls(Path(root).expanduser().resolve() if root else default_workspace_root().resolve())
         try:
             for folder in (workspace.root, workspace.collections_dir, workspace.models_dir,
-                           workspace.runs_dir, workspace.reports_dir, workspace.cache_dir):
+                           workspace.runs_dir, workspace.reports_dir, workspace.cache_dir, workspace.uploads_dir):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"workspace {workspace.root} is not writable: {exc.strerror or exc}") from exc
@@ -62,6 +62,11 @@ class Workspace:
     @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Files uploaded through the studio, kept so an import can be checked first and confirmed later."""
+        return self.root / "uploads"
 
     @property
     def cache_dir(self) -> Path:

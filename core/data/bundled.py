@@ -6,7 +6,9 @@ install can run the demo, the tests and the forgetting check with no download.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from core.data.formats import read_table
 from core.evaluate import RetrievalSet, load_retrieval_set
@@ -41,3 +43,26 @@ def bundled_retrieval_set(spec: str) -> RetrievalSet:
     if spec == "bundled:catalogue":
         return catalogue_retrieval_set()
     return load_retrieval_set(spec)
+
+
+def ensure_bundled_catalogue(workspace: Any, db: Any, *, name: str = "catalogue",
+                             say: Callable[[str], None] = print, show_progress: bool = True) -> None:
+    """The studio's demo state on first start: the catalogue indexed with the bundled model, its
+    labelled queries queued for labelling, and its UMAP map projected (cached). Later starts find
+    all three and return at once."""
+    from core.index import Collection
+    from core.indexing import index_file
+    from core.maps import compute_map
+
+    record = db.get_collection(name)
+    if record is None:
+        say(f"building collection {name!r} from the bundled catalogue (first start only)…")
+        index_file(CATALOGUE_PRODUCTS, collection=name, text_column="name", id_column="id", workspace=workspace,
+                   db=db, show_progress=show_progress)
+        record = db.get_collection(name)
+    queued = db.add_label_queries(name, read_table(CATALOGUE_QUERIES)["query"].astype(str), source="bundled")
+    if queued:
+        say(f"queued {queued} catalogue queries for labelling")
+    emap = compute_map(Collection.load(record.path), method="umap", name=name)
+    if not emap.from_cache:
+        say(f"projected the {name} map (UMAP, {len(emap.ids)} points) in {emap.seconds:.1f} s")

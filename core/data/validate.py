@@ -26,26 +26,45 @@ def validate_items(
     id_column: str | None,
     source: str | Path,
 ) -> None:
-    """Items to index: text present in every row, ids present and unique."""
-    require_columns(frame, [text_column] + ([id_column] if id_column else []), source)
-    texts = frame[text_column].astype(str).str.strip()
+    """Items to index: text present in every row, ids present and unique (the first problem is raised)."""
+    problems = item_problems(frame, text_column=text_column, id_column=id_column, source=source)
+    if problems:
+        raise DataError(problems[0]["message"])
+
+
+def item_problems(
+    frame: pd.DataFrame,
+    *,
+    text_column: str,
+    id_column: str | None,
+    source: str | Path,
+) -> list[dict[str, object]]:
+    """Every problem of an items table (row 1-based, field, message), for a page to show as a table
+    before anything is written; a missing column is one problem at row 0."""
+    try:
+        require_columns(frame, [text_column] + ([id_column] if id_column else []), source)
+    except DataError as exc:
+        return [{"row": 0, "field": text_column if text_column not in frame.columns else id_column,
+                 "message": str(exc)}]
+    problems: list[dict[str, object]] = []
+    texts = frame[text_column].fillna("").astype(str).str.strip()
     empty = texts.eq("")
-    if empty.any():
-        row = int(empty.to_numpy().nonzero()[0][0])
-        raise DataError(f"{source}: row {row + 1}{_id_note(frame, id_column, row)}: "
-                        f"column {text_column!r} is empty ({int(empty.sum())} empty in all)")
+    for row in empty.to_numpy().nonzero()[0]:
+        problems.append({"row": int(row) + 1, "field": text_column,
+                         "message": f"{source}: row {row + 1}{_id_note(frame, id_column, int(row))}: "
+                                    f"column {text_column!r} is empty ({int(empty.sum())} empty in all)"})
     if id_column:
-        ids = frame[id_column].astype(str).str.strip()
-        blank = ids.eq("")
-        if blank.any():
-            row = int(blank.to_numpy().nonzero()[0][0])
-            raise DataError(f"{source}: row {row + 1}: column {id_column!r} (the id) is empty")
-        duplicated = ids.duplicated(keep=False)
-        if duplicated.any():
-            value = ids[duplicated].iloc[0]
+        ids = frame[id_column].fillna("").astype(str).str.strip()
+        for row in ids.eq("").to_numpy().nonzero()[0]:
+            problems.append({"row": int(row) + 1, "field": id_column,
+                             "message": f"{source}: row {row + 1}: column {id_column!r} (the id) is empty"})
+        duplicated = ids.duplicated(keep=False) & ids.ne("")
+        for value in dict.fromkeys(ids[duplicated]):
             rows = [int(i) + 1 for i in ids.index[ids.eq(value)].tolist()]
-            raise DataError(f"{source}: id {value!r} appears in rows {', '.join(map(str, rows[:5]))} "
-                            f"(column {id_column!r}); ids must be unique")
+            problems.append({"row": rows[0], "field": id_column,
+                             "message": f"{source}: id {value!r} appears in rows {', '.join(map(str, rows[:5]))} "
+                                        f"(column {id_column!r}); ids must be unique"})
+    return sorted(problems, key=lambda p: int(p["row"]))
 
 
 def _id_note(frame: pd.DataFrame, id_column: str | None, row: int) -> str:

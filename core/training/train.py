@@ -168,7 +168,7 @@ def train(
     if runs is not None:
         runs.start(run_name, collection_name=config.collection, config=config.to_dict(),
                    dataset_fingerprint=_fingerprint(data.frame), model_path=str(output_dir))
-        bridge.on_update = lambda snapshot: runs.update(run_name, progress=snapshot.to_dict())
+        bridge.on_update = _progress_recorder(runs, run_name)
     started = time.perf_counter()
     try:
         resume = config.resume and any(checkpoints.glob("checkpoint-*"))
@@ -403,6 +403,23 @@ def _save_model(model: Any, output_dir: Path, config: TrainingConfig, result: Tr
         os.replace(output_dir, retired)
     os.replace(staging, output_dir)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+HISTORY_POINTS = 500  # loss points kept in the run's progress for the studio's live curve
+
+
+def _progress_recorder(runs: Any, run_name: str) -> TrainingProgressCallback:
+    """Store each progress snapshot with the loss history so far (thinned to ``HISTORY_POINTS``)."""
+    history: list[dict[str, float]] = []
+
+    def record(snapshot: TrainingProgress) -> None:
+        if snapshot.loss is not None and (not history or history[-1]["step"] != snapshot.step):
+            history.append({"step": snapshot.step, "epoch": snapshot.epoch, "loss": snapshot.loss})
+            if len(history) > HISTORY_POINTS:
+                del history[1::2]
+        runs.update(run_name, progress={**snapshot.to_dict(), "history": list(history)})
+
+    return record
 
 
 def _run_store(db: Any) -> Any:

@@ -1,0 +1,73 @@
+"""The process one launched training run lives in: ``python -m core.training.worker --db URL --run NAME``.
+
+It reads the run's config from storage, trains with ``core.training.train.train`` (which
+writes progress and the result there), and turns every way of ending into a run status: a
+cancel flag set in storage stops it at the next step (``cancelled``); a user mistake or a
+crash is stored as ``failed`` with its message, so the studio shows the reason instead of a
+run stuck in ``running``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import traceback
+
+from core.errors import EmbtuneError
+from core.progress import CancelToken
+
+CANCEL_POLL_S = 1.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.training.worker")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--run", required=True)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from storage.db import Database, RunStore
+
+    runs = RunStore(Database(args.db))
+    run = runs.get(args.run)
+    if run is None:
+        print(f"error: training run {args.run!r} does not exist")
+        return 1
+    cancel = CancelToken()
+    stop_watching = threading.Event()
+
+    def watch_cancel() -> None:
+        while not stop_watching.wait(CANCEL_POLL_S):
+            process = runs.process(args.run)
+            if process is not None and process.cancel_requested:
+                cancel.cancel()
+                return
+
+    watcher = threading.Thread(target=watch_cancel, name="embtune-cancel-watch", daemon=True)
+    watcher.start()
+    try:
+        process = runs.process(args.run)
+        if process is not None and process.cancel_requested:
+            runs.update(args.run, status="cancelled")
+            return 0
+        from core.training.config import TrainingConfig
+        from core.training.train import train
+
+        result = train(TrainingConfig.from_dict(dict(run.config)), db=runs.db, cancel=cancel, show_progress=False)
+        print(f"run {args.run}: {result.status} in {result.train_seconds:.0f} s")
+        return 0
+    except EmbtuneError as exc:
+        print(f"error: {exc}")
+        runs.update(args.run, status="failed", error=str(exc))
+        return 1
+    except BaseException as exc:
+        traceback.print_exc()
+        runs.update(args.run, status="failed", error=f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        stop_watching.set()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Compare: models and runs on the same queries (per dimension, paired intervals, per-query wins and
+losses, the queries the tuned model lost), LLM bench results, and embedder comparisons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.errors import EmbtuneError
+from core.evaluate import run_evaluation, save_report, saved_reports
+from webapp import widgets
+
+st.title("Compare")
+workspace, db = widgets.workspace_and_db()
+VERDICT_COLOURS = {"better": "background-color: #c8efd0", "worse": "background-color: #f8c9c9"}
+
+# -- evaluate ---------------------------------------------------------------------------------------
+with st.expander("Evaluate models on one data set", expanded=not saved_reports(workspace.reports_dir)):
+    data_kind = st.radio("Data", ["Bundled catalogue", "Bundled general set", "A folder or pairs file"],
+                         horizontal=True, key="compare_data_kind")
+    data = {"Bundled catalogue": "bundled:catalogue", "Bundled general set": "bundled:general"}.get(data_kind)
+    if data is None:
+        data = st.text_input("Folder with corpus/queries/qrels CSVs, or a pairs file", key="compare_data").strip()
+    choices = widgets.model_choices()
+    models = st.multiselect("Models (the first is the baseline)", choices, default=choices[:2], key="compare_models")
+    extra = st.text_input("More models (comma-separated specs or folders)", key="compare_extra")
+    models += [m.strip() for m in extra.split(",") if m.strip()]
+    dims = st.text_input("Dimensions (empty: the full size)", placeholder="384,256,128,64", key="compare_dims")
+    if st.button("Evaluate", type="primary", key="compare_run", disabled=not data or not models):
+        with widgets.user_errors():
+            try:
+                dimensions = [int(part) for part in dims.split(",") if part.strip()] or None
+            except ValueError:
+                raise EmbtuneError(f"dimensions {dims!r}: whole numbers separated by commas") from None
+            with st.spinner(f"evaluating {len(models)} model(s) on {data}…"):
+                report = run_evaluation(data, models, dimensions=dimensions, db=db, regressions_limit=10)
+            target = save_report(report, workspace.reports_dir)
+            st.session_state["compare_report"] = target.name
+            st.success(f"saved {target.name}")
+
+# -- a saved report -------------------------------------------------------------------------------
+reports = saved_reports(workspace.reports_dir)
+if reports:
+    st.header("Evaluation")
+    names = [p.name for p in reports]
+    remembered = st.session_state.get("compare_report")
+    chosen = st.selectbox("Report", names, index=names.index(remembered) if remembered in names else 0,
+                          key="compare_report_pick")
+    report = json.loads((workspace.reports_dir / chosen).read_text(encoding="utf-8"))
+    st.caption(f"data: {report['data']} · models: {', '.join(report.get('models', []))}")
+    rows = [{"model": r["model_id"], "dim": int(name.split("_")[1]), "metric": name.split("_", 2)[2], "value": value}
+            for r in report["results"] for name, value in r["metrics"].items()]
+    metrics = pd.DataFrame(rows)
+    wide = metrics.pivot_table(index=["model", "dim"], columns="metric", values="value").reset_index()
+    st.dataframe(wide.sort_values(["model", "dim"], ascending=[True, False]), hide_index=True,
+                 use_container_width=True)
+    ndcg = metrics[metrics["metric"] == "ndcg@10"]
+    st.altair_chart(alt.Chart(ndcg).mark_line(point=True).encode(
+        x=alt.X("dim:Q", title="dimension"), y=alt.Y("value:Q", title="NDCG@10", scale=alt.Scale(zero=False)),
+        color="model:N", tooltip=["model", "dim", alt.Tooltip("value:Q", format=".4f")]).properties(
+        title="NDCG@10 against dimension"), use_container_width=True)
+    for key, comparisons in report["comparisons"].items():
+        st.subheader(key)
+        frame = pd.DataFrame(comparisons)
+        shown = frame[["dimension", "metric", "mean_a", "mean_b", "delta", "ci_low", "ci_high", "p_value", "wins",
+                       "ties", "losses", "verdict"]].sort_values(["metric", "dimension"], ascending=[True, False])
+        st.dataframe(shown.style.apply(lambda row: [VERDICT_COLOURS.get(row["verdict"], "")] * len(row), axis=1)
+                     .format({c: "{:+.4f}" for c in ("delta", "ci_low", "ci_high")} | {
+                         c: "{:.4f}" for c in ("mean_a", "mean_b", "p_value")}), hide_index=True,
+                     use_container_width=True)
+        outcome = frame[frame["metric"] == "ndcg@10"].melt(
+            id_vars=["dimension"], value_vars=["wins", "ties", "losses"], var_name="outcome", value_name="queries")
+        st.altair_chart(alt.Chart(outcome).mark_bar().encode(
+            x=alt.X("dimension:O", sort="descending"),
+            y=alt.Y("queries:Q", stack="normalize", title="share of queries"),
+            color=alt.Color("outcome:N", scale=alt.Scale(domain=["wins", "ties", "losses"],
+                                                          range=["#3a9d5d", "#bbbbbb", "#d9534f"])),
+            tooltip=["dimension", "outcome", "queries"]).properties(title="Per-query NDCG@10: win / tie / loss"),
+            use_container_width=True)
+    if report.get("regressions"):
+        st.subheader("Queries the last model lost on")
+        for regression in report["regressions"]:
+            with st.container(border=True):
+                st.markdown(f"**{regression['query']}** — NDCG@10 {regression['value_a']:.3f} → "
+                            f"{regression['value_b']:.3f}")
+                moves = ", ".join(f"{item}: {a or '–'} → {b or '–'}" for item, (a, b) in
+                                  regression["relevant_moves"].items())
+                st.caption(f"relevant items' ranks (baseline → last model): {moves}")
+                left, right = st.columns(2)
+                left.dataframe(pd.DataFrame(regression["top_a"], columns=["item", "score"]), hide_index=True,
+                               use_container_width=True)
+                right.dataframe(pd.DataFrame(regression["top_b"], columns=["item", "score"]), hide_index=True,
+                                use_container_width=True)
+
+# -- training runs: their own before/after and forgetting check ------------------------------------
+from storage.db import RunStore  # noqa: E402
+
+done = [run for run in RunStore(db).list() if run.status == "done" and run.before_after]
+if done:
+    st.header("Training runs")
+    run = next(r for r in done if r.name == st.selectbox("Run", [r.name for r in done], key="compare_run_pick"))
+    if run.before_after.get("table"):
+        st.markdown(run.before_after["table"])
+    forgetting = run.before_after.get("forgetting") or {}
+    if forgetting:
+        st.metric(f"Forgetting check ({forgetting['data']}) NDCG@10", f"{forgetting['ndcg@10_after']:.4f}",
+                  f"{forgetting['delta'] * 100:+.2f} points", delta_color="normal")
+    for warning in run.before_after.get("warnings") or []:
+        st.warning(warning)
+
+# -- LLM bench and embedder comparisons -----------------------------------------------------------
+st.header("LLM bench")
+llm_path = st.text_input("Results JSON of `embtune llm bench`", key="compare_llm_path").strip()
+if llm_path:
+    with widgets.user_errors():
+        from core.llmbench.report import load_results, recommendation
+
+        results = load_results(Path(llm_path).expanduser())
+        adapters = list(results["metadata"]["adapters"])
+        rows = []
+        for category, stats in results["by_category"].items():
+            rows.append({"category": category, "variant": "base",
+                         "value": stats["base"]["averages"].get("domain_relevance", 0.0), "low": None, "high": None})
+            for adapter in adapters:
+                d = stats[adapter].get("vs_base", {}).get("domain_relevance", {})
+                value = stats[adapter]["averages"].get("domain_relevance", 0.0)
+                base = stats["base"]["averages"].get("domain_relevance", 0.0)
+                rows.append({"category": category, "variant": adapter, "value": value,
+                             "low": base + d["ci_low"] if d else None, "high": base + d["ci_high"] if d else None})
+        frame = pd.DataFrame(rows)
+        bars = alt.Chart(frame).mark_bar().encode(x=alt.X("variant:N", title=None), y=alt.Y(
+            "value:Q", title="domain relevance"), color="variant:N", tooltip=["category", "variant", "value"])
+        errors = alt.Chart(frame.dropna()).mark_errorbar().encode(x="variant:N", y="low:Q", y2="high:Q")
+        st.altair_chart(alt.layer(bars, errors).facet(column=alt.Column("category:N", title=None)))
+        st.caption("Error bars: 95 % paired-bootstrap interval of the adapter's score (base + Δ interval).")
+        for adapter in adapters:
+            st.info(f"{adapter}: " + recommendation(results, adapter))
+            deltas = sorted(((r[adapter]["metrics"].get("domain_relevance", 0) - r["base"]["metrics"].get(
+                "domain_relevance", 0), r["category"], r["prompt"]) for r in results["results"]), key=lambda t: t[0])
+            gains = pd.DataFrame([d for d in reversed(deltas[-5:]) if d[0] > 0], columns=["Δ", "category", "prompt"])
+            losses = pd.DataFrame([d for d in deltas[:5] if d[0] < 0], columns=["Δ", "category", "prompt"])
+            left, right = st.columns(2)
+            left.caption("Top gains")
+            left.dataframe(gains, hide_index=True, use_container_width=True)
+            right.caption("Top regressions")
+            right.dataframe(losses, hide_index=True, use_container_width=True)
+
+st.header("Embedder comparison")
+embedders_path = st.text_input("JSON of `embtune compare-embedders --json`", key="compare_embedders_path").strip()
+if embedders_path:
+    with widgets.user_errors():
+        from core.data.formats import read_json_file
+
+        comparison = read_json_file(Path(embedders_path).expanduser())
+        if "models" not in comparison:
+            st.error(f"{embedders_path}: not a compare-embedders result (no 'models' list)")
+        else:
+            st.dataframe(pd.DataFrame(comparison["models"]), hide_index=True, use_container_width=True)
+            st.info(comparison.get("verdict", ""))

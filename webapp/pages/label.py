@@ -1,0 +1,155 @@
+"""Label: score query/item pairs (0 / 0.5 / 1 or finer), with candidates chosen to teach the most."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core import labelling
+from webapp import widgets
+
+st.title("Label")
+workspace, db = widgets.workspace_and_db()
+annotator = widgets.annotator_name()
+name = widgets.pick_collection("label_collection")
+if not name:
+    st.stop()
+if not annotator:
+    st.warning("Type your name as annotator in the sidebar: every label is saved with it.")
+
+undo_stack: list[int] = st.session_state.setdefault("undo_stack", [])
+labels = db.labels(name)
+
+# -- progress -------------------------------------------------------------------------------------
+progress = labelling.label_progress(labels)
+first, second, third = st.columns(3)
+first.metric("Labelled pairs", progress["pairs"])
+second.metric("Queries covered", progress["queries"])
+third.metric("Annotators", len(progress["annotators"]))
+
+# -- the query --------------------------------------------------------------------------------------
+queued = db.label_queries(name)
+mode = st.radio("Query", ["Next unlabelled", "From the query list", "Type a query"], horizontal=True,
+                key="label_mode")
+query: str | None = None
+if mode == "Next unlabelled":
+    query = labelling.next_unlabelled_query(queued, labels, annotator or "anonymous")
+    if query is None:
+        st.info("Every queued query has labels from you: import more queries below, or type one.")
+    else:
+        st.markdown(f"**{query}**  ·  {len(queued)} queued")
+elif mode == "From the query list":
+    query = st.selectbox("Queued query", queued, key="label_pick") if queued else None
+    if not queued:
+        st.info("No queued queries yet: import a query list below.")
+else:
+    query = st.text_input("Query", key="label_typed").strip() or None
+
+with st.sidebar.expander("Candidates"):
+    k = st.number_input("Top-k from the model", 1, 50, 5, key="label_k")
+    uncertain = st.number_input("Uncertain extras", 0, 50, 5, key="label_uncertain")
+    second_model = st.selectbox("Second model (disagreements first)", ["(none)", *widgets.model_choices(name)[1:]],
+                                key="label_second_model")
+
+# -- candidates -----------------------------------------------------------------------------------
+if query:
+    with widgets.user_errors():
+        from core.evaluate import resolve_model_spec
+
+        collection = widgets.collection(name)
+        mine = {label.item_key: label.score for label in labels
+                if label.query == query and label.annotator == (annotator or "anonymous")}
+        other = widgets.embedder(resolve_model_spec(second_model, db)) if second_model != "(none)" else None
+        candidates = labelling.propose_candidates(collection, query, k=int(k), uncertain=int(uncertain),
+                                                  other=other, labelled=mine)
+        skipped: set[str] = st.session_state.setdefault("skipped", set())
+        for candidate in candidates:
+            if (query, candidate.item_id) in skipped:
+                continue
+            with st.container(border=True):
+                text_col, score_col = st.columns([3, 2])
+                text_col.markdown(f"**{candidate.text or candidate.item_id}**")
+                note = f"id {candidate.item_id} · score {candidate.score:.3f} · rank {candidate.rank} · " \
+                       f"{candidate.reason}"
+                if candidate.other_rank is not None:
+                    note += f" (second model: rank {candidate.other_rank})"
+                if candidate.labelled is not None:
+                    note += f" · your label: {candidate.labelled:g}"
+                text_col.caption(note)
+                buttons = score_col.columns(5)
+                chosen = None
+                for column, value in zip(buttons[:3], (0.0, 0.5, 1.0), strict=True):
+                    if column.button(f"{value:g}", key=f"score-{candidate.item_id}-{value}",
+                                     help=f"label {value:g}"):
+                        chosen = value
+                if buttons[3].button("Skip", key=f"skip-{candidate.item_id}"):
+                    skipped.add((query, candidate.item_id))
+                    st.rerun()
+                fine = score_col.slider("finer score", 0.0, 1.0, 0.5, 0.05, key=f"fine-{candidate.item_id}",
+                                        label_visibility="collapsed")
+                if buttons[4].button("Save", key=f"save-{candidate.item_id}", help="save the slider's score"):
+                    chosen = fine
+                if chosen is not None:
+                    label_id = db.add_label(collection_name=name, query=query, item_key=candidate.item_id,
+                                            item_text=candidate.text, score=float(chosen),
+                                            annotator=annotator or "anonymous")
+                    undo_stack.append(label_id)
+                    st.toast(f"saved {chosen:g} for {candidate.item_id}")
+                    st.rerun()
+
+if undo_stack and st.button("Undo the last label", key="label_undo"):
+    db.delete_label(undo_stack.pop())
+    st.rerun()
+
+# -- histogram and agreement ----------------------------------------------------------------------
+if labels:
+    st.subheader("Scores so far")
+    st.altair_chart(alt.Chart(pd.DataFrame(progress["histogram"])).mark_bar().encode(
+        x=alt.X("bin:N", title="score", sort=None), y=alt.Y("count:Q", title="pairs")), use_container_width=True)
+    agreement = labelling.annotator_agreement(labels)
+    if agreement["pairs"]:
+        st.subheader("Agreement between annotators")
+        st.dataframe(pd.DataFrame(agreement["pairs"]), hide_index=True, use_container_width=True)
+        if agreement["disagreements"]:
+            st.caption("Pairs they disagree on")
+            st.dataframe(pd.DataFrame(agreement["disagreements"]), hide_index=True, use_container_width=True)
+
+# -- import / export ------------------------------------------------------------------------------
+st.subheader("Import and export")
+left, right = st.columns(2)
+with left, widgets.user_errors():
+    from core.data.importing import save_upload, table_columns
+
+    query_file = st.file_uploader("Query list (CSV/JSONL/Parquet with a 'query' column)", key="query_upload")
+    if query_file is not None and st.button("Queue these queries", key="queue_queries"):
+        path = save_upload(query_file.name, query_file.getvalue(), folder=workspace.uploads_dir)
+        columns = table_columns(path)
+        if "query" not in columns:
+            st.error(f"{query_file.name}: no column 'query' (columns are: {', '.join(columns)})")
+        else:
+            from core.data.formats import read_table
+
+            added = db.add_label_queries(name, read_table(path)["query"].astype(str), source=query_file.name)
+            st.success(f"queued {added} new queries")
+    label_file = st.file_uploader("Existing labels (query, item_id, score[, annotator])", key="label_upload")
+    if label_file is not None and st.button("Import labels", key="import_labels"):
+        path = save_upload(label_file.name, label_file.getvalue(), folder=workspace.uploads_dir)
+        rows = labelling.read_labels(path, collection=name, default_annotator=annotator or "imported")
+        db.add_labels(rows)
+        st.success(f"imported {len(rows)} labels")
+with right:
+    if labels:
+        format_names = {"csv": "CSV", "jsonl": "JSONL", "hf": "Hugging Face dataset folder"}
+        file_format = st.selectbox("Export as", list(labelling.EXPORT_FORMATS), key="export_format",
+                                   format_func=format_names.get)
+        if st.button("Export", key="export_labels"):
+            with widgets.user_errors():
+                suffix = {"csv": ".csv", "jsonl": ".jsonl", "hf": ""}[file_format]
+                target = labelling.export_labels(labels, workspace.reports_dir / f"labels-{name}{suffix}", file_format)
+                st.success(f"written: {target}")
+                if target.is_file():
+                    st.download_button("Download", Path(target).read_bytes(), file_name=target.name,
+                                       key="download_labels")

@@ -1,0 +1,95 @@
+"""Map: a collection's embedding space in 2-D (UMAP or t-SNE), a query placed on it, base vs tuned."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.maps import MAX_MAP_POINTS, METHODS, TOOLTIP_TEXT_CHARS, compute_map, place_query
+from webapp import widgets
+
+st.title("Map")
+workspace, db = widgets.workspace_and_db()
+name = widgets.pick_collection("map_collection")
+if not name:
+    st.stop()
+
+left, middle, right = st.columns(3)
+method = left.selectbox("Projection", list(METHODS), format_func=str.upper, key="map_method")
+second = middle.selectbox("Side by side with", ["(nothing)", *widgets.model_choices(name)], key="map_second")
+query = right.text_input("Place a query", key="map_query").strip()
+st.caption(f"Above {MAX_MAP_POINTS:,} items a seeded random sample of {MAX_MAP_POINTS:,} is mapped; the map says so.")
+
+
+def _frame(emap, placement) -> pd.DataFrame:
+    neighbours = set(placement.neighbour_ids) if placement else set()
+    rows = []
+    for item_id, (x, y), text, meta in zip(emap.ids, emap.coords.tolist(), emap.texts, emap.metadata, strict=True):
+        rows.append({"x": x, "y": y, "id": item_id, "text": (text or "")[:TOOLTIP_TEXT_CHARS],
+                     "neighbour": item_id in neighbours, **{k: str(v) for k, v in meta.items()}})
+    return pd.DataFrame(rows)
+
+
+def _chart(frame: pd.DataFrame, title: str, colour: str | None, placement, key: str) -> list[dict]:
+    box = alt.selection_interval(name="box")
+    fields = [c for c in frame.columns if c not in ("x", "y", "neighbour")]
+    encoding = {"x": alt.X("x:Q", axis=None), "y": alt.Y("y:Q", axis=None), "tooltip": fields,
+                "opacity": alt.condition(box, alt.value(0.85), alt.value(0.2))}
+    if colour:
+        encoding["color"] = alt.Color(f"{colour}:N", title=colour)
+    points = alt.Chart(frame, title=title).mark_circle(size=40).encode(**encoding).add_params(box)
+    layers = [points]
+    if placement is not None:
+        near = alt.Chart(frame[frame["neighbour"]]).mark_circle(size=160, fill=None, stroke="black",
+                                                                  strokeWidth=2).encode(x="x:Q", y="y:Q",
+                                                                                        tooltip=fields)
+        star = alt.Chart(pd.DataFrame([{"x": placement.x, "y": placement.y, "query": query}])).mark_point(
+            shape="diamond", size=300, filled=True, color="red").encode(x="x:Q", y="y:Q", tooltip=["query"])
+        layers += [near, star]
+    chart = alt.layer(*layers).properties(height=520)
+    event = st.altair_chart(chart, use_container_width=True, on_select="rerun", selection_mode=["box"], key=key)
+    selected = (event or {}).get("selection", {}).get("box") or {}
+    if not selected or "x" not in selected:
+        return []
+    (x0, x1), (y0, y1) = selected["x"], selected["y"]
+    inside = frame[(frame["x"] >= min(x0, x1)) & (frame["x"] <= max(x0, x1)) & (frame["y"] >= min(y0, y1))
+                   & (frame["y"] <= max(y0, y1))]
+    return inside.drop(columns=["x", "y", "neighbour"]).to_dict(orient="records")
+
+
+with widgets.user_errors():
+    from core.evaluate import resolve_model_spec
+
+    collection = widgets.collection(name)
+    panels = [("collection model", None)]
+    if second != "(nothing)":
+        panels.append((second, widgets.embedder(resolve_model_spec(second, db))))
+    columns = st.columns(len(panels))
+    colour = None
+    for (label, other), column in zip(panels, columns, strict=True):
+        with column:
+            with st.spinner(f"projecting with {label} (cached after the first time)…"):
+                emap = compute_map(collection, method=method, name=name, embedder=other)
+            if colour is None and emap.fields:
+                colour = st.selectbox("Colour by", ["(none)", *emap.fields], key="map_colour")
+                colour = None if colour == "(none)" else colour
+            elif colour is None:
+                st.empty()
+            placement = None
+            if query:
+                encoder = other or collection.embedder
+                placement = place_query(emap, encoder.encode([query])[0])
+            title = f"{label}: {emap.method.upper()} of {len(emap.ids)} points" + (
+                f" (sample of {emap.total})" if emap.sampled else "")
+            for note in emap.notes:
+                st.caption(note)
+            st.caption(("from cache" if emap.from_cache else "projected") + f" in {emap.seconds:.2f} s")
+            selected = _chart(_frame(emap, placement), title, colour, placement, key=f"map-{label}")
+            if placement is not None:
+                st.caption("Nearest neighbours of the query: " + ", ".join(
+                    f"{item} ({score:.2f})" for item, score in zip(placement.neighbour_ids[:5], placement.scores[:5],
+                                                                   strict=True)))
+            if selected:
+                st.caption(f"{len(selected)} selected")
+                st.dataframe(pd.DataFrame(selected), hide_index=True, use_container_width=True)

@@ -1,0 +1,118 @@
+"""Train: configure a fine-tune, launch it in its own process, follow it live, cancel it."""
+
+from __future__ import annotations
+
+import json
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.training import launcher
+from core.training.config import TrainingConfig
+from webapp import widgets
+
+st.title("Train")
+workspace, db = widgets.workspace_and_db()
+
+# -- configure ------------------------------------------------------------------------------------
+st.header("New run")
+names = widgets.collection_names()
+source_kind = st.radio("Data", ["Labels in storage", "A file on this machine", "Bundled catalogue"],
+                       horizontal=True, key="train_source")
+collection = None
+data = None
+if source_kind == "Labels in storage":
+    if names:
+        collection = st.selectbox("Collection whose labels to train on", names, key="train_collection")
+        data = f"labels:{collection}"
+    else:
+        st.info("No collections yet: import data and label pairs first.")
+elif source_kind == "A file on this machine":
+    data = st.text_input("Training file or dataset folder", key="train_file").strip() or None
+    collection = st.selectbox("Trained for collection", ["(none)", *names], key="train_for") if names else None
+    collection = None if collection == "(none)" else collection
+else:
+    data = "bundled:catalogue"
+    collection = "catalogue" if "catalogue" in names else None
+
+found = None
+if data:
+    with widgets.user_errors():
+        found = launcher.inspect_training_data(data, db=db)
+        st.caption(f"{found['rows']} usable rows of {found['data_format']} data · "
+                   + " · ".join(f"{k}: {v}" for k, v in found["counts"].items()))
+        for warning in found["warnings"]:
+            st.warning(warning)
+
+if found:
+    left, middle, right = st.columns(3)
+    base_model = left.text_input("Base model", value="default", key="train_model").strip() or "default"
+    loss = middle.selectbox("Loss (those that fit this data)", found["losses"], key="train_loss")
+    dims = right.multiselect("Matryoshka dimensions", [384, 256, 128, 64, 32], default=[], key="train_dims")
+    epochs = left.number_input("Epochs", 0.1, 100.0, 1.0, 0.5, key="train_epochs")
+    batch_size = middle.number_input("Batch size", 1, 1024, 16, key="train_batch")
+    lora = right.toggle("LoRA adapter", value=False, key="train_lora")
+    typed_name = left.text_input("Run name", value="", placeholder="a new name is made when empty",
+                                 key="train_run_name").strip()
+    run_name = typed_name or st.session_state.setdefault("train_auto_name", launcher.new_run_name())
+    with widgets.user_errors():
+        config = TrainingConfig(data=data, output_dir=str(workspace.models_dir / run_name), model=base_model,
+                                loss=loss, matryoshka_dims=list(dims), epochs=float(epochs),
+                                batch_size=int(batch_size), lora=lora, collection=collection, run_name=run_name)
+        with st.expander("TrainingConfig JSON"):
+            st.code(json.dumps(config.to_dict(), indent=2, ensure_ascii=False), language="json")
+        if st.button("Launch", type="primary", key="train_launch"):
+            launched = launcher.launch_training(config, db=db, workspace=workspace)
+            st.session_state.pop("train_auto_name", None)
+            st.session_state["train_selected"] = launched
+            st.success(f"launched {launched}")
+
+# -- runs -----------------------------------------------------------------------------------------
+st.header("Runs")
+
+
+@st.fragment(run_every=2.0)
+def runs_panel() -> None:
+    runs = launcher.refresh_runs(db)
+    if not runs:
+        st.info("No runs yet.")
+        return
+    table = pd.DataFrame([{
+        "run": run.name, "status": run.status, "collection": run.collection_name,
+        "step": f"{(run.progress or {}).get('step', 0)}/{(run.progress or {}).get('total_steps', 0)}",
+        "duration s": round(launcher.run_duration_s(run) or 0.0, 1),
+        "error": run.error or "",
+    } for run in runs])
+    st.dataframe(table, hide_index=True, use_container_width=True)
+    names = [run.name for run in runs]
+    selected = st.session_state.get("train_selected")
+    chosen = st.selectbox("Run", names, index=names.index(selected) if selected in names else 0, key="train_run_pick")
+    st.session_state["train_selected"] = chosen
+    run = next(r for r in runs if r.name == chosen)
+    progress = run.progress or {}
+    cols = st.columns(4)
+    cols[0].metric("Status", run.status)
+    cols[1].metric("Step", f"{progress.get('step', 0)} / {progress.get('total_steps', 0)}")
+    cols[2].metric("Epoch", f"{progress.get('epoch', 0.0):.2f}")
+    eta = progress.get("eta_s")
+    cols[3].metric("ETA", f"{eta:.0f} s" if eta is not None and run.status == "running" else "–")
+    if run.error:
+        st.error(f"failed: {run.error}")
+    history = progress.get("history") or []
+    if history:
+        st.altair_chart(alt.Chart(pd.DataFrame(history)).mark_line(point=True).encode(
+            x=alt.X("step:Q"), y=alt.Y("loss:Q", title="training loss"), tooltip=["step", "epoch", "loss"]),
+            use_container_width=True)
+    if run.epoch_metrics:
+        st.caption("Evaluation per epoch")
+        st.dataframe(pd.DataFrame(run.epoch_metrics), hide_index=True, use_container_width=True)
+    if (run.before_after or {}).get("table"):
+        st.caption("Before → after on the held-out test split")
+        st.markdown(run.before_after["table"])
+    if run.status in launcher.ACTIVE_STATES and st.button("Cancel this run", key=f"cancel-{run.name}"):
+        launcher.cancel_training(run.name, db)
+        st.toast(f"cancelling {run.name}")
+
+
+runs_panel()

@@ -1,0 +1,104 @@
+"""What every studio page shares: the workspace and database, cached models and collections,
+pickers, and the one way a user mistake is shown (a message, never a traceback).
+
+Pages hold widgets only and call ``core``/``storage``; this module is the glue they share.
+The workspace and database come from ``EMBTUNE_HOME``/``EMBTUNE_DB``, which ``embtune studio``
+sets, so a reload, a second tab or a restart sees the same state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import streamlit as st
+
+from core.errors import EmbtuneError
+from storage.db import Database
+from storage.workspace import ENV_DB, Workspace
+
+ANNOTATOR_KEY = "annotator"
+
+
+@st.cache_resource(show_spinner=False)
+def _open(root: str | None, url: str | None) -> tuple[Workspace, Database]:
+    workspace = Workspace.open(root)
+    return workspace, Database(workspace.db_url(url))
+
+
+def workspace_and_db() -> tuple[Workspace, Database]:
+    """The studio's workspace and database (opened once per process)."""
+    return _open(os.environ.get("EMBTUNE_HOME"), os.environ.get(ENV_DB))
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show an ``EmbtuneError`` as a message on the page; the rest of the page keeps working."""
+    try:
+        yield
+    except EmbtuneError as exc:
+        st.error(str(exc))
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def embedder(spec: str) -> Any:
+    from core.embedders import load_embedder
+
+    return load_embedder(spec)
+
+
+@st.cache_resource(show_spinner="Opening the collection…", max_entries=8)
+def _collection(name: str, path: str, fingerprint: str, updated: str) -> Any:
+    # The key holds the row's path, model fingerprint and update time: a re-index or a swapped-in
+    # fine-tuned model is a new key, so pages pick it up without a restart.
+    from core.indexing import open_collection
+
+    workspace, db = workspace_and_db()
+    record = db.get_collection(name)
+    return open_collection(name, workspace=workspace, db=db, embedder=embedder(record.model_spec))
+
+
+def collection(name: str) -> Any:
+    """A collection with its model loaded, cached until its row changes."""
+    from core.indexing import collection_record
+
+    _, db = workspace_and_db()
+    record = collection_record(name, db)
+    return _collection(name, record.path, record.model_fingerprint, str(record.updated_at))
+
+
+def collection_names() -> list[str]:
+    _, db = workspace_and_db()
+    return [record.name for record in db.list_collections()]
+
+
+def pick_collection(key: str, *, label: str = "Collection") -> str | None:
+    """A collection picker; says what to do when the workspace has none."""
+    names = collection_names()
+    if not names:
+        st.info("No collections yet: import a file on the Data page first.")
+        return None
+    remembered = st.session_state.get("collection")
+    index = names.index(remembered) if remembered in names else 0
+    name = st.selectbox(label, names, index=index, key=key)
+    st.session_state["collection"] = name
+    return name
+
+
+def model_choices(collection_name: str | None = None) -> list[str]:
+    """The bundled model, then every finished training run (``run:NAME``), newest first."""
+    from storage.db import RunStore
+
+    _, db = workspace_and_db()
+    runs = [f"run:{run.name}" for run in RunStore(db).list(collection_name) if run.status == "done"]
+    return ["default", *runs]
+
+
+def annotator_name() -> str:
+    """Who is labelling; asked in the sidebar and remembered for the session."""
+    name = st.sidebar.text_input("Annotator", value=st.session_state.get(ANNOTATOR_KEY, ""),
+                                 placeholder="your name", key="annotator_input").strip()
+    st.session_state[ANNOTATOR_KEY] = name
+    return name
