@@ -112,10 +112,14 @@ def _ranks_by(embedder: Any, query: str, texts: list[str]) -> np.ndarray:
     return ranks
 
 
-def next_unlabelled_query(queries: Sequence[str], labels: Iterable[Any], annotator: str) -> str | None:
-    """The first queued query this annotator has not scored any pair for."""
+def next_unlabelled_query(queries: Sequence[str], labels: Iterable[Any], annotator: str,
+                          after: str | None = None) -> str | None:
+    """The first queued query this annotator has not scored any pair for, looking after ``after``
+    first (so "next" moves on past a query left unlabelled) and then from the start."""
     done = {label.query for label in labels if label.annotator == annotator}
-    return next((q for q in queries if q not in done), None)
+    start = queries.index(after) + 1 if after in queries else 0
+    ordered = [*queries[start:], *queries[:start]]
+    return next((q for q in ordered if q not in done and q != after), None)
 
 
 def label_progress(labels: Sequence[Any]) -> dict[str, Any]:

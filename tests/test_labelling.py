@@ -90,7 +90,9 @@ def test_candidates_refuse_an_empty_query(collection: Collection) -> None:
 def test_next_unlabelled_query_is_per_annotator() -> None:
     labels = [Label("a", "1", 1.0, "ann"), Label("b", "1", 0.0, "bob")]
     assert labelling.next_unlabelled_query(["a", "b", "c"], labels, "ann") == "b"
-    assert labelling.next_unlabelled_query(["a", "b"], labels + [Label("b", "2", 1, "ann")], "ann") is None
+    assert labelling.next_unlabelled_query(["a", "b"], [*labels, Label("b", "2", 1, "ann")], "ann") is None
+    assert labelling.next_unlabelled_query(["a", "b", "c", "d"], labels, "ann", after="c") == "d"
+    assert labelling.next_unlabelled_query(["a", "b", "c", "d"], labels, "ann", after="d") == "b"
 
 
 def test_progress_counts_pairs_queries_and_a_histogram() -> None:

@@ -77,10 +77,12 @@ def collection_names() -> list[str]:
 def pick_collection(key: str, *, label: str = "Collection") -> str | None:
     """A collection picker; says what to do when the workspace has none."""
     names = collection_names()
+    remembered = st.session_state.get("collection")
+    if remembered and remembered not in names:
+        st.warning(f"Collection {remembered!r} no longer exists (deleted elsewhere).")
     if not names:
         st.info("No collections yet: import a file on the Data page first.")
         return None
-    remembered = st.session_state.get("collection")
     index = names.index(remembered) if remembered in names else 0
     name = st.selectbox(label, names, index=index, key=key)
     st.session_state["collection"] = name

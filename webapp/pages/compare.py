@@ -57,12 +57,12 @@ if reports:
     metrics = pd.DataFrame(rows)
     wide = metrics.pivot_table(index=["model", "dim"], columns="metric", values="value").reset_index()
     st.dataframe(wide.sort_values(["model", "dim"], ascending=[True, False]), hide_index=True,
-                 use_container_width=True)
+                 width="stretch")
     ndcg = metrics[metrics["metric"] == "ndcg@10"]
     st.altair_chart(alt.Chart(ndcg).mark_line(point=True).encode(
         x=alt.X("dim:Q", title="dimension"), y=alt.Y("value:Q", title="NDCG@10", scale=alt.Scale(zero=False)),
         color="model:N", tooltip=["model", "dim", alt.Tooltip("value:Q", format=".4f")]).properties(
-        title="NDCG@10 against dimension"), use_container_width=True)
+        title="NDCG@10 against dimension"), width="stretch")
     for key, comparisons in report["comparisons"].items():
         st.subheader(key)
         frame = pd.DataFrame(comparisons)
@@ -71,7 +71,7 @@ if reports:
         st.dataframe(shown.style.apply(lambda row: [VERDICT_COLOURS.get(row["verdict"], "")] * len(row), axis=1)
                      .format({c: "{:+.4f}" for c in ("delta", "ci_low", "ci_high")} | {
                          c: "{:.4f}" for c in ("mean_a", "mean_b", "p_value")}), hide_index=True,
-                     use_container_width=True)
+                     width="stretch")
         outcome = frame[frame["metric"] == "ndcg@10"].melt(
             id_vars=["dimension"], value_vars=["wins", "ties", "losses"], var_name="outcome", value_name="queries")
         st.altair_chart(alt.Chart(outcome).mark_bar().encode(
@@ -80,7 +80,7 @@ if reports:
             color=alt.Color("outcome:N", scale=alt.Scale(domain=["wins", "ties", "losses"],
                                                           range=["#3a9d5d", "#bbbbbb", "#d9534f"])),
             tooltip=["dimension", "outcome", "queries"]).properties(title="Per-query NDCG@10: win / tie / loss"),
-            use_container_width=True)
+            width="stretch")
     if report.get("regressions"):
         st.subheader("Queries the last model lost on")
         for regression in report["regressions"]:
@@ -92,9 +92,9 @@ if reports:
                 st.caption(f"relevant items' ranks (baseline → last model): {moves}")
                 left, right = st.columns(2)
                 left.dataframe(pd.DataFrame(regression["top_a"], columns=["item", "score"]), hide_index=True,
-                               use_container_width=True)
+                               width="stretch")
                 right.dataframe(pd.DataFrame(regression["top_b"], columns=["item", "score"]), hide_index=True,
-                                use_container_width=True)
+                                width="stretch")
 
 # -- training runs: their own before/after and forgetting check ------------------------------------
 from storage.db import RunStore  # noqa: E402
@@ -132,9 +132,10 @@ if llm_path:
                 rows.append({"category": category, "variant": adapter, "value": value,
                              "low": base + d["ci_low"] if d else None, "high": base + d["ci_high"] if d else None})
         frame = pd.DataFrame(rows)
-        bars = alt.Chart(frame).mark_bar().encode(x=alt.X("variant:N", title=None), y=alt.Y(
+        base = alt.Chart(frame)
+        bars = base.mark_bar().encode(x=alt.X("variant:N", title=None), y=alt.Y(
             "value:Q", title="domain relevance"), color="variant:N", tooltip=["category", "variant", "value"])
-        errors = alt.Chart(frame.dropna()).mark_errorbar().encode(x="variant:N", y="low:Q", y2="high:Q")
+        errors = base.mark_errorbar().encode(x="variant:N", y="low:Q", y2="high:Q")
         st.altair_chart(alt.layer(bars, errors).facet(column=alt.Column("category:N", title=None)))
         st.caption("Error bars: 95 % paired-bootstrap interval of the adapter's score (base + Δ interval).")
         for adapter in adapters:
@@ -145,9 +146,9 @@ if llm_path:
             losses = pd.DataFrame([d for d in deltas[:5] if d[0] < 0], columns=["Δ", "category", "prompt"])
             left, right = st.columns(2)
             left.caption("Top gains")
-            left.dataframe(gains, hide_index=True, use_container_width=True)
+            left.dataframe(gains, hide_index=True, width="stretch")
             right.caption("Top regressions")
-            right.dataframe(losses, hide_index=True, use_container_width=True)
+            right.dataframe(losses, hide_index=True, width="stretch")
 
 st.header("Embedder comparison")
 embedders_path = st.text_input("JSON of `embtune compare-embedders --json`", key="compare_embedders_path").strip()
@@ -159,5 +160,5 @@ if embedders_path:
         if "models" not in comparison:
             st.error(f"{embedders_path}: not a compare-embedders result (no 'models' list)")
         else:
-            st.dataframe(pd.DataFrame(comparison["models"]), hide_index=True, use_container_width=True)
+            st.dataframe(pd.DataFrame(comparison["models"]), hide_index=True, width="stretch")
             st.info(comparison.get("verdict", ""))

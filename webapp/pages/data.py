@@ -32,7 +32,7 @@ from core.indexing import delete_collection, describe_collections  # noqa: E402
 
 rows = describe_collections(db)
 if rows:
-    st.dataframe(pd.DataFrame(rows).drop(columns=["path"]), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(rows).drop(columns=["path"]), hide_index=True, width="stretch")
     with st.expander("Delete a collection"):
         doomed = st.selectbox("Collection to delete", [r["name"] for r in rows], key="delete_name")
         sure = st.checkbox(f"Yes, delete {doomed!r} with its index", key="delete_sure")
@@ -75,10 +75,10 @@ with widgets.user_errors():
         preview = preview_table(path, text_column=text_column,
                                 id_column=None if id_column == "(row numbers)" else id_column)
         st.caption(f"{preview.rows} rows, columns: {', '.join(preview.columns)}")
-        st.dataframe(preview.head, hide_index=True, use_container_width=True)
+        st.dataframe(preview.head, hide_index=True, width="stretch")
         if preview.problems:
             st.error(f"{len(preview.problems)} problem(s): fix the file, nothing was written")
-            st.dataframe(pd.DataFrame(preview.problems), hide_index=True, use_container_width=True)
+            st.dataframe(pd.DataFrame(preview.problems), hide_index=True, width="stretch")
         elif st.button(f"Import {preview.rows} rows into {name!r}", type="primary", key="import_confirm"):
             from core.indexing import index_file
 
@@ -133,7 +133,7 @@ if name:
             results = [{"rank": i + 1, "id": hit.id, "score": round(hit.score, 4),
                         "text": collection.item(hit.id).get("text"), **hit.metadata} for i, hit in enumerate(hits)]
             if layout == "Table":
-                st.dataframe(pd.DataFrame(results), hide_index=True, use_container_width=True)
+                st.dataframe(pd.DataFrame(results), hide_index=True, width="stretch")
             else:
                 for result in results:
                     with st.container(border=True):

@@ -36,7 +36,12 @@ mode = st.radio("Query", ["Next unlabelled", "From the query list", "Type a quer
                 key="label_mode")
 query: str | None = None
 if mode == "Next unlabelled":
-    query = labelling.next_unlabelled_query(queued, labels, annotator or "anonymous")
+    # The query stays until the analyst asks for the next one, so several candidates can be scored.
+    current = st.session_state.get("label_current")
+    if st.button("Next unlabelled query", key="label_next") or current not in queued:
+        current = labelling.next_unlabelled_query(queued, labels, annotator or "anonymous", after=current)
+        st.session_state["label_current"] = current
+    query = current
     if query is None:
         st.info("Every queued query has labels from you: import more queries below, or type one.")
     else:
@@ -108,14 +113,14 @@ if undo_stack and st.button("Undo the last label", key="label_undo"):
 if labels:
     st.subheader("Scores so far")
     st.altair_chart(alt.Chart(pd.DataFrame(progress["histogram"])).mark_bar().encode(
-        x=alt.X("bin:N", title="score", sort=None), y=alt.Y("count:Q", title="pairs")), use_container_width=True)
+        x=alt.X("bin:N", title="score", sort=None), y=alt.Y("count:Q", title="pairs")), width="stretch")
     agreement = labelling.annotator_agreement(labels)
     if agreement["pairs"]:
         st.subheader("Agreement between annotators")
-        st.dataframe(pd.DataFrame(agreement["pairs"]), hide_index=True, use_container_width=True)
+        st.dataframe(pd.DataFrame(agreement["pairs"]), hide_index=True, width="stretch")
         if agreement["disagreements"]:
             st.caption("Pairs they disagree on")
-            st.dataframe(pd.DataFrame(agreement["disagreements"]), hide_index=True, use_container_width=True)
+            st.dataframe(pd.DataFrame(agreement["disagreements"]), hide_index=True, width="stretch")
 
 # -- import / export ------------------------------------------------------------------------------
 st.subheader("Import and export")

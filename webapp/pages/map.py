@@ -48,7 +48,7 @@ def _chart(frame: pd.DataFrame, title: str, colour: str | None, placement, key: 
             shape="diamond", size=300, filled=True, color="red").encode(x="x:Q", y="y:Q", tooltip=["query"])
         layers += [near, star]
     chart = alt.layer(*layers).properties(height=520)
-    event = st.altair_chart(chart, use_container_width=True, on_select="rerun", selection_mode=["box"], key=key)
+    event = st.altair_chart(chart, width="stretch", on_select="rerun", selection_mode=["box"], key=key)
     selected = (event or {}).get("selection", {}).get("box") or {}
     if not selected or "x" not in selected:
         return []
@@ -65,17 +65,14 @@ with widgets.user_errors():
     panels = [("collection model", None)]
     if second != "(nothing)":
         panels.append((second, widgets.embedder(resolve_model_spec(second, db))))
+    fields = sorted({key for item_id in collection.ids[:1000] for key in collection.item(item_id)["metadata"]})
+    colour = st.selectbox("Colour by", ["(none)", *fields], key="map_colour") if fields else "(none)"
+    colour = None if colour == "(none)" else colour
     columns = st.columns(len(panels))
-    colour = None
     for (label, other), column in zip(panels, columns, strict=True):
         with column:
             with st.spinner(f"projecting with {label} (cached after the first time)…"):
                 emap = compute_map(collection, method=method, name=name, embedder=other)
-            if colour is None and emap.fields:
-                colour = st.selectbox("Colour by", ["(none)", *emap.fields], key="map_colour")
-                colour = None if colour == "(none)" else colour
-            elif colour is None:
-                st.empty()
             placement = None
             if query:
                 encoder = other or collection.embedder
@@ -92,4 +89,4 @@ with widgets.user_errors():
                                                                    strict=True)))
             if selected:
                 st.caption(f"{len(selected)} selected")
-                st.dataframe(pd.DataFrame(selected), hide_index=True, use_container_width=True)
+                st.dataframe(pd.DataFrame(selected), hide_index=True, width="stretch")

@@ -84,7 +84,7 @@ def runs_panel() -> None:
         "duration s": round(launcher.run_duration_s(run) or 0.0, 1),
         "error": run.error or "",
     } for run in runs])
-    st.dataframe(table, hide_index=True, use_container_width=True)
+    st.dataframe(table, hide_index=True, width="stretch")
     names = [run.name for run in runs]
     selected = st.session_state.get("train_selected")
     chosen = st.selectbox("Run", names, index=names.index(selected) if selected in names else 0, key="train_run_pick")
@@ -103,10 +103,10 @@ def runs_panel() -> None:
     if history:
         st.altair_chart(alt.Chart(pd.DataFrame(history)).mark_line(point=True).encode(
             x=alt.X("step:Q"), y=alt.Y("loss:Q", title="training loss"), tooltip=["step", "epoch", "loss"]),
-            use_container_width=True)
+            width="stretch")
     if run.epoch_metrics:
         st.caption("Evaluation per epoch")
-        st.dataframe(pd.DataFrame(run.epoch_metrics), hide_index=True, use_container_width=True)
+        st.dataframe(pd.DataFrame(run.epoch_metrics), hide_index=True, width="stretch")
     if (run.before_after or {}).get("table"):
         st.caption("Before → after on the held-out test split")
         st.markdown(run.before_after["table"])

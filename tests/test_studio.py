@@ -1,0 +1,384 @@
+"""The studio's pages, run by Streamlit's AppTest on an empty and a populated workspace, each bad input
+included: a message on the page, never a traceback, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.data.importing import save_upload
+from core.errors import DataError
+from storage.db import Database, RunStore
+from storage.workspace import Workspace
+
+PAGES = Path(__file__).resolve().parents[1] / "webapp" / "pages"
+APP = PAGES.parent / "app.py"
+TIMEOUT = 180
+
+
+def page(name: str, **state: object):
+    from streamlit.testing.v1 import AppTest
+
+    test = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=TIMEOUT)
+    for key, value in state.items():
+        test.session_state[key] = value
+    return test.run()
+
+
+def no_traceback(test) -> None:
+    assert not test.exception, [e.value for e in test.exception]
+
+
+def texts(elements) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+@pytest.fixture()
+def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Workspace, Database]:
+    root = tmp_path / "empty-ws"
+    monkeypatch.setenv("EMBTUNE_HOME", str(root))
+    monkeypatch.delenv("EMBTUNE_DB", raising=False)
+    workspace = Workspace.open(root)
+    return workspace, Database(workspace.default_db_url)
+
+
+@pytest.fixture()
+def populated(empty, tiny_model_dir: Path, tmp_path: Path) -> tuple[Workspace, Database]:
+    from core.indexing import index_file
+
+    workspace, db = empty
+    items = tmp_path / "items.csv"
+    rows = ["chimney pipe steel", "chimney pipe", "garden hose", "cordless drill", "drill bits", "paint white",
+            "paint black", "hose reel", "pipe wrench", "chimney cap"]
+    items.write_text("id,name,category\n" + "".join(f"P{i},{text},{text.split()[0]}\n" for i, text in
+                                                    enumerate(rows)), encoding="utf-8")
+    index_file(items, collection="shop", text_column="name", id_column="id", model=str(tiny_model_dir),
+               workspace=workspace, db=db, show_progress=False)
+    db.add_label_queries("shop", ["chimney", "drill", "hose"])
+    return workspace, db
+
+
+# -- every page, empty workspace --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["data", "label", "train", "compare", "map"])
+def test_every_page_opens_on_an_empty_workspace(empty, name: str) -> None:
+    test = page(name)
+    no_traceback(test)
+    assert not test.error
+
+
+def test_the_app_navigates_to_the_data_page(empty) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    test = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    no_traceback(test)
+    assert "Data" in texts(test.title)
+
+
+# -- Data ---------------------------------------------------------------------------------------------
+
+
+def test_data_page_lists_collections_and_searches(populated) -> None:
+    test = page("data")
+    no_traceback(test)
+    listed = test.dataframe[0].value
+    assert list(listed["name"]) == ["shop"] and int(listed["size"].iloc[0]) == 10
+    test.text_input(key="search_query").input("chimney").run()
+    no_traceback(test)
+    results = test.dataframe[-1].value
+    assert len(results) == 5 and {"rank", "id", "score", "text", "category"} <= set(results.columns)
+    test.radio(key="search_layout").set_value("Cards").run()
+    no_traceback(test)
+    assert any("score" in text for text in texts(test.caption) + texts(test.markdown))
+
+
+def test_import_checks_first_and_writes_only_on_confirm(populated, tmp_path: Path) -> None:
+    _workspace, db = populated
+    good = tmp_path / "more.csv"
+    good.write_text("id,name\nA1,chimney brush\nA2,ladder\n", encoding="utf-8")
+    test = page("data", import_source="A file on this machine")
+    test.text_input(key="import_path").input(str(good)).run()
+    no_traceback(test)
+    assert db.get_collection("more") is None  # seen, not written
+    test.text_input(key="import_model").input(str(db.get_collection("shop").model_spec)).run()
+    test.button(key="import_confirm").click().run()
+    no_traceback(test)
+    assert db.get_collection("more").item_count == 2
+    assert any("indexed 2 items" in s for s in texts(test.success))
+
+
+def test_import_shows_row_problems_as_a_table_and_writes_nothing(populated, tmp_path: Path) -> None:
+    _, db = populated
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,name\nB1,ok\nB1,duplicate id\nB3,\n", encoding="utf-8")
+    test = page("data", import_source="A file on this machine")
+    test.text_input(key="import_path").input(str(bad)).run()
+    no_traceback(test)
+    assert any("problem" in e for e in texts(test.error))
+    problems = test.dataframe[-1].value
+    assert set(problems["row"]) == {1, 3} and "appears in rows 1, 2" in " ".join(problems["message"])
+    assert not [b for b in test.button if b.key == "import_confirm"]
+    assert db.get_collection("bad") is None
+
+
+@pytest.mark.parametrize(("content", "name", "message"), [
+    ("", "empty.csv", "file is empty"),
+    ("just words", "notes.txt", "unsupported file type"),
+    ("id,name\n", "header.csv", "no data rows"),
+])
+def test_import_of_an_unusable_file_is_a_message(populated, tmp_path: Path, content: str, name: str,
+                                                 message: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    test = page("data", import_source="A file on this machine")
+    test.text_input(key="import_path").input(str(path)).run()
+    no_traceback(test)
+    assert any(message in e for e in texts(test.error)), texts(test.error)
+
+
+def test_uploads_are_checked_for_type_emptiness_and_size(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a CSV, JSONL or Parquet file"):
+        save_upload("photo.png", b"\x89PNG", folder=tmp_path)
+    with pytest.raises(DataError, match="the file is empty"):
+        save_upload("items.csv", b"  \n", folder=tmp_path)
+    with pytest.raises(DataError, match=r"over the upload limit of 0\.001 MB"):
+        save_upload("items.csv", b"id,name\n" + b"1,x\n" * 1000, folder=tmp_path, limit_mb=0.001)
+    assert not list(tmp_path.iterdir())
+    kept = save_upload("items.csv", b"id,name\n1,x\n", folder=tmp_path)
+    assert kept.read_bytes() == b"id,name\n1,x\n"
+    assert save_upload("items.csv", b"id,name\n1,x\n", folder=tmp_path) == kept  # no second copy
+
+
+def test_delete_needs_confirmation(populated) -> None:
+    _workspace, db = populated
+    folder = Path(db.get_collection("shop").path)
+    test = page("data")
+    assert test.button(key="delete_button").disabled
+    test.checkbox(key="delete_sure").check().run()
+    test.button(key="delete_button").click().run()
+    no_traceback(test)
+    assert db.get_collection("shop") is None and not folder.exists()
+
+
+def test_a_collection_deleted_while_shown_is_a_message(populated) -> None:
+    from core.indexing import delete_collection
+
+    workspace, db = populated
+    test = page("data")
+    test.text_input(key="search_query").input("chimney").run()
+    delete_collection("shop", workspace=workspace, db=db)
+    test.run()
+    no_traceback(test)
+    assert any("'shop' no longer exists" in w for w in texts(test.warning))
+
+
+# -- Label ----------------------------------------------------------------------------------------
+
+
+def test_buttons_save_labels_with_annotator_and_undo_removes_the_last(populated) -> None:
+    _, db = populated
+    test = page("label", annotator="ann")
+    no_traceback(test)
+    assert any("chimney" in m for m in texts(test.markdown))  # the next unlabelled query
+    score_keys = [b.key for b in test.button if b.key and b.key.startswith("score-") and b.key.endswith("-1.0")]
+    test.button(key=score_keys[0]).click().run()
+    test.button(key=[b.key for b in test.button if b.key and b.key.endswith("-0.0")][1]).click().run()
+    no_traceback(test)
+    labels = db.labels("shop")
+    assert [(label.query, label.score, label.annotator) for label in labels] == [("chimney", 1.0, "ann"),
+                                                                                   ("chimney", 0.0, "ann")]
+    test.button(key="label_undo").click().run()
+    assert [label.score for label in db.labels("shop")] == [1.0]
+    test.button(key="label_next").click().run()
+    assert any("drill" in m for m in texts(test.markdown))  # "chimney" is covered now: next query
+
+
+def test_typed_query_candidates_include_uncertain_ones(populated) -> None:
+    test = page("label", annotator="ann", label_mode="Type a query")
+    test.text_input(key="label_typed").input("pipe").run()
+    no_traceback(test)
+    captions = " ".join(texts(test.caption))
+    assert "top-k" in captions and "boundary" in captions
+
+
+def test_agreement_and_disagreements_are_shown_for_two_annotators(populated) -> None:
+    _, db = populated
+    for annotator, scores in (("ann", (1.0, 0.0, 1.0)), ("bob", (1.0, 1.0, 1.0))):
+        db.add_labels({"collection_name": "shop", "query": "chimney", "item_key": f"P{i}", "score": s,
+                       "annotator": annotator} for i, s in enumerate(scores))
+    test = page("label", annotator="ann")
+    no_traceback(test)
+    frames = [f.value for f in test.dataframe]
+    agreement = next(f for f in frames if "cohen_kappa" in f.columns)
+    assert agreement["shared_pairs"].iloc[0] == 3 and agreement["share_equal"].iloc[0] == pytest.approx(2 / 3)
+    disagreements = next(f for f in frames if "bob" in f.columns)
+    assert list(disagreements["item_id"]) == ["P1"]
+
+
+def test_labels_export_as_csv(populated) -> None:
+    workspace, db = populated
+    db.add_labels([{"collection_name": "shop", "query": "chimney", "item_key": "P0", "score": 1.0,
+                    "annotator": "ann"}])
+    test = page("label", annotator="ann")
+    test.button(key="export_labels").click().run()
+    no_traceback(test)
+    written = workspace.reports_dir / "labels-shop.csv"
+    assert written.read_text(encoding="utf-8").splitlines()[1].startswith("chimney,P0,")
+
+
+def test_label_page_without_annotator_asks_for_one(populated) -> None:
+    test = page("label")
+    no_traceback(test)
+    assert any("annotator" in w for w in texts(test.warning))
+
+
+# -- Train ----------------------------------------------------------------------------------------
+
+
+def test_train_page_offers_only_fitting_losses_and_shows_the_config(populated, tmp_path: Path,
+                                                                   tiny_model_dir: Path) -> None:
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("anchor,positive\n" + "".join(f"q{i},item {i}\n" for i in range(12)), encoding="utf-8")
+    test = page("train", train_source="A file on this machine")
+    test.text_input(key="train_file").input(str(pairs)).run()
+    no_traceback(test)
+    assert test.selectbox(key="train_loss").options == ["mnrl", "cached_mnrl"]
+    config = json.loads(test.code[0].value)
+    assert config["data"] == str(pairs) and config["loss"] == "mnrl"
+
+
+def test_training_with_too_few_pairs_is_a_message(populated, tmp_path: Path) -> None:
+    pairs = tmp_path / "few.csv"
+    pairs.write_text("anchor,positive\na,b\n", encoding="utf-8")
+    test = page("train", train_source="A file on this machine")
+    test.text_input(key="train_file").input(str(pairs)).run()
+    no_traceback(test)
+    assert any("at least 8 are needed" in e for e in texts(test.error))
+    assert not [b for b in test.button if b.key == "train_launch"]
+
+
+def test_training_on_labels_that_do_not_exist_yet_is_a_message(populated) -> None:
+    test = page("train")
+    no_traceback(test)
+    assert any("no labelled pairs yet" in e for e in texts(test.error))
+
+
+def test_runs_list_shows_a_failed_run_with_its_reason(populated) -> None:
+    _, db = populated
+    runs = RunStore(db)
+    runs.start("broken", collection_name="shop", config={})
+    runs.update("broken", status="failed", error="CUDA out of memory")
+    test = page("train")
+    no_traceback(test)
+    table = test.dataframe[0].value
+    assert table.loc[table["run"] == "broken", "status"].iloc[0] == "failed"
+    assert any("CUDA out of memory" in e for e in texts(test.error))
+
+
+# -- Compare ----------------------------------------------------------------------------------------
+
+
+def _retrieval_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "corpus.csv").write_text("id,text\n" + "".join(f"d{i},document {w}\n" for i, w in enumerate(
+        ["chimney", "drill", "hose", "paint", "pipe", "garden"])), encoding="utf-8")
+    (folder / "queries.csv").write_text("query_id,query\nq1,chimney\nq2,drill\nq3,hose\n", encoding="utf-8")
+    (folder / "qrels.csv").write_text("query_id,item_id,score\nq1,d0,1\nq2,d1,1\nq3,d2,0.5\n", encoding="utf-8")
+    return folder
+
+
+def test_compare_page_shows_a_saved_evaluation(populated, tmp_path: Path, tiny_model_dir: Path,
+                                                tiny_model_dir_48: Path) -> None:
+    from core.evaluate import run_evaluation, save_report
+
+    workspace, db = populated
+    report = run_evaluation(_retrieval_folder(tmp_path), [str(tiny_model_dir), str(tiny_model_dir)],
+                            db=db, regressions_limit=5)
+    save_report(report, workspace.reports_dir)
+    test = page("compare")
+    no_traceback(test)
+    frames = [f.value for f in test.dataframe]
+    metrics = frames[0]
+    assert set(metrics["model"]) == {str(tiny_model_dir)} and "ndcg@10" in metrics.columns
+    assert any("verdict" in f.columns and set(f["verdict"]) == {"not proven"} for f in frames)
+
+
+def test_compare_page_evaluates_models_from_the_page(populated, tmp_path: Path, tiny_model_dir: Path) -> None:
+    workspace, _ = populated
+    test = page("compare", compare_data_kind="A folder or pairs file")
+    test.text_input(key="compare_data").input(str(_retrieval_folder(tmp_path))).run()
+    test.multiselect(key="compare_models").set_value([])
+    test.text_input(key="compare_extra").input(f"{tiny_model_dir},{tiny_model_dir}").run()
+    test.button(key="compare_run").click().run()
+    no_traceback(test)
+    assert any(s.startswith("saved eval-") for s in texts(test.success)), texts(test.error)
+    assert len(list(workspace.reports_dir.glob("eval-*.json"))) == 1
+
+
+def _llm_results() -> dict:
+    def stats(value: float, with_ci: bool) -> dict:
+        entry = {"averages": {"domain_relevance": value, "keyword_match": value}, "mean_seconds": 1.0,
+                 "mean_tokens_per_s": 10.0, "timed_out": 0}
+        if with_ci:
+            entry["vs_base"] = {"domain_relevance": {"mean_a": 0.2, "mean_b": value, "delta": value - 0.2,
+                                                     "ci_low": 0.05, "ci_high": 0.3, "verdict": "better",
+                                                     "wins": 8, "ties": 1, "losses": 1, "sign_p_value": 0.04}}
+        return entry
+
+    prompts = [{"category": c, "prompt": f"{c} prompt {i}", "expected_keywords": ["x"],
+                "base": {"metrics": {"domain_relevance": 0.2}, "response": "base"},
+                "fr": {"metrics": {"domain_relevance": 0.2 + 0.1 * (i - 1)}, "response": "adapter"}}
+               for c in ("billing", "support") for i in range(3)]
+    return {"metadata": {"adapters": {"fr": "/adapters/fr"}, "base_model": "tiny"},
+            "statistics": {"base": stats(0.2, False), "fr": stats(0.4, True)},
+            "by_category": {"billing": {"base": stats(0.2, False), "fr": stats(0.45, True)},
+                            "support": {"base": stats(0.2, False), "fr": stats(0.35, True)}},
+            "results": prompts}
+
+
+def test_compare_page_shows_llm_bench_results_and_refuses_other_json(populated, tmp_path: Path) -> None:
+    good = tmp_path / "bench.json"
+    good.write_text(json.dumps(_llm_results()), encoding="utf-8")
+    test = page("compare")
+    test.text_input(key="compare_llm_path").input(str(good)).run()
+    no_traceback(test)
+    assert any("fr:" in i and "weakest category" in i for i in texts(test.info))
+    other = tmp_path / "other.json"
+    other.write_text("{}", encoding="utf-8")
+    test.text_input(key="compare_llm_path").input(str(other)).run()
+    no_traceback(test)
+    assert any("not an LLM bench result" in e for e in texts(test.error))
+    test.text_input(key="compare_llm_path").input(str(tmp_path / "missing.json")).run()
+    no_traceback(test)
+    assert test.error
+
+
+# -- Map --------------------------------------------------------------------------------------------
+
+
+def test_map_places_a_query_and_opens_from_cache_the_second_time(populated) -> None:
+    test = page("map", map_method="tsne")
+    no_traceback(test)
+    assert any(c.startswith("projected") for c in texts(test.caption))
+    test.text_input(key="map_query").input("chimney").run()
+    no_traceback(test)
+    captions = texts(test.caption)
+    assert any(c.startswith("from cache") for c in captions)
+    assert any(c.startswith("Nearest neighbours of the query: P") for c in captions)
+
+
+def test_map_shows_base_and_a_finished_run_side_by_side(populated, tiny_model_dir_48: Path) -> None:
+    _, db = populated
+    runs = RunStore(db)
+    runs.start("tuned", collection_name="shop", config={}, model_path=str(tiny_model_dir_48))
+    runs.update("tuned", status="done")
+    test = page("map", map_method="tsne", map_second="run:tuned")
+    no_traceback(test)
+    assert sum(c.startswith(("projected", "from cache")) for c in texts(test.caption)) == 2
+    test.text_input(key="map_query").input("drill").run()
+    no_traceback(test)
+    assert sum(c.startswith("Nearest neighbours") for c in texts(test.caption)) == 2
