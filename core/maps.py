@@ -263,7 +263,8 @@ def _write_html(emap: EmbeddingMap, target: Path, color_by: str | None, title: s
                      **{f: None if meta.get(f) is None else str(meta.get(f)) for f in fields}})
     frame = pd.DataFrame(rows)
     tooltip = ["id", "text", *fields]
-    encoding: dict[str, Any] = {"x": alt.X("x:Q", axis=None), "y": alt.Y("y:Q", axis=None), "tooltip": tooltip}
+    encoding: dict[str, Any] = {"x": alt.X("x:Q", axis=None, scale=alt.Scale(zero=False)),
+                                "y": alt.Y("y:Q", axis=None, scale=alt.Scale(zero=False)), "tooltip": tooltip}
     if color_by is not None:
         numeric = _is_numeric(_colour_values(emap, color_by) or [])
         if numeric:

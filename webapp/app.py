@@ -11,13 +11,13 @@ import streamlit as st
 
 PAGES = Path(__file__).resolve().parent / "pages"
 
-st.set_page_config(page_title="embtune studio", page_icon="🔎", layout="wide")
+st.set_page_config(page_title="embtune studio", page_icon=":material/search:", layout="wide")
 navigation = st.navigation([
-    st.Page(PAGES / "data.py", title="Data", icon="🗂️", default=True),
-    st.Page(PAGES / "label.py", title="Label", icon="🏷️"),
-    st.Page(PAGES / "train.py", title="Train", icon="🏋️"),
-    st.Page(PAGES / "compare.py", title="Compare", icon="📊"),
-    st.Page(PAGES / "map.py", title="Map", icon="🗺️"),
+    st.Page(PAGES / "data.py", title="Data", icon=":material/database:", default=True),
+    st.Page(PAGES / "label.py", title="Label", icon=":material/label:"),
+    st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:"),
+    st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page(PAGES / "map.py", title="Map", icon=":material/scatter_plot:"),
 ])
 st.sidebar.caption("embtune studio — adapt an embedding model and prove the gain")
 navigation.run()

@@ -32,7 +32,7 @@ third.metric("Annotators", len(progress["annotators"]))
 
 # -- the query --------------------------------------------------------------------------------------
 queued = db.label_queries(name)
-mode = st.radio("Query", ["Next unlabelled", "From the query list", "Type a query"], horizontal=True,
+mode = st.radio("Query source", ["Next unlabelled", "From the query list", "Type a query"], horizontal=True,
                 key="label_mode")
 query: str | None = None
 if mode == "Next unlabelled":

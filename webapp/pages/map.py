@@ -34,7 +34,9 @@ def _frame(emap, placement) -> pd.DataFrame:
 def _chart(frame: pd.DataFrame, title: str, colour: str | None, placement, key: str) -> list[dict]:
     box = alt.selection_interval(name="box")
     fields = [c for c in frame.columns if c not in ("x", "y", "neighbour")]
-    encoding = {"x": alt.X("x:Q", axis=None), "y": alt.Y("y:Q", axis=None), "tooltip": fields,
+    # Projection coordinates have no meaning of their own: no axes, and no zero forced into the view.
+    encoding = {"x": alt.X("x:Q", axis=None, scale=alt.Scale(zero=False)),
+                "y": alt.Y("y:Q", axis=None, scale=alt.Scale(zero=False)), "tooltip": fields,
                 "opacity": alt.condition(box, alt.value(0.85), alt.value(0.2))}
     if colour:
         encoding["color"] = alt.Color(f"{colour}:N", title=colour)
