@@ -68,7 +68,7 @@ def studio(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         log.close()
 
 
-def wait_until(condition, what: str, timeout: float = 120.0) -> None:  # noqa: ANN001
+def wait_until(condition, what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -126,7 +126,7 @@ def test_import_label_train_and_map_in_a_real_browser(studio, tmp_path: Path, ti
                 page.get_by_text("rank 1 · top-k").wait_for()
                 page.get_by_role("button", name="1", exact=True).nth(count - 1).click()
                 wait_until(lambda n=count: len(db.labels("items")) == n, f"label {count} in the database")
-                page.get_by_text(f"your label: 1").nth(count - 1).wait_for()
+                page.get_by_text("your label: 1").nth(count - 1).wait_for()
             page.screenshot(path=str(shots / "2-label.png"), full_page=True)
             labels = db.labels("items")
             assert [(label.query, label.score, label.annotator) for label in labels] == \
