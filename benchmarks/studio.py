@@ -144,7 +144,7 @@ def main() -> None:
         np.argsort(np.abs(rest - np.median(rest)))[:5]
 
     rows.append(("Label: next candidates", *interleaved(
-        [page_candidates, lambda i: propose_candidates(collection, f"{QUERIES[i % len(QUERIES)]} c{i}"),
+        [page_candidates, lambda i: propose_candidates(collection, f"{QUERIES[i % len(QUERIES)]} k{i}"),
          plain_candidates], args.repeats), 300.0))
 
     # Map page: first open projects (UMAP of a 20k sample) and caches; the second open reads the cache.

@@ -80,14 +80,32 @@ def index_file(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     show_progress: bool | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
 ) -> IndexReport:
     """Read, validate, embed and index a CSV/JSONL/Parquet file as a named collection.
 
     With ``image_column`` the images are embedded (the model must be a ``clip:`` model);
-    otherwise ``text_column`` is.
+    otherwise ``text_column`` is. ``engine="ray"`` embeds a file or a folder of shards on Ray
+    (``core.distributed``; ``ray_address`` names a cluster, ``workers`` the actors) with the same result.
     """
     started = time.perf_counter()
     check_collection_name(collection)
+    if engine not in ("local", "ray"):
+        raise DataError(f"engine {engine!r} is not known: use local or ray")
+    if engine == "ray":
+        if image_column:
+            raise DataError("--engine ray embeds text columns; index images with the local engine")
+        from core.distributed import index_with_ray
+
+        return index_with_ray(file, collection=collection, text_column=text_column, id_column=id_column,
+                              workspace=workspace, db=db, model=model, index_kind=index_kind,
+                              device="cpu" if device == "auto" else device, fallback=fallback,
+                              ray_address=ray_address, workers=workers, embedder=embedder, progress=progress,
+                              cancel=cancel, show_progress=show_progress)
+    if Path(file).is_dir():
+        raise DataError(f"{file}: is a folder: index a folder of shards with --engine ray, or give one file")
     if image_column is None and text_column is None:
         raise DataError("say what to embed: a text column (--text-column) or an image column (--image-column)")
     frame = read_table(file)

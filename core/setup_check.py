@@ -38,6 +38,7 @@ class Check:
 def run_checks(workspace_root: Path, db_url: str, *, load_model: bool = True) -> list[Check]:
     checks = [python_check(), *torch_checks(), *_dependencies()]
     checks.append(_bundled_model(load_model))
+    checks.append(backends_check())
     checks.append(tesseract_check())
     checks.append(_workspace(workspace_root))
     checks.append(_database(db_url))
@@ -104,6 +105,17 @@ def _bundled_model(load: bool) -> Check:
     except EmbtuneError as exc:
         return Check("bundled model", FAIL, str(exc), f"reinstall {known.package.replace('_', '-')}")
     return Check("bundled model", OK, f"{known.hub_id}, {embedder.dimension}-d, on {embedder.device} ({folder})")
+
+
+def backends_check() -> Check:
+    """Which sentence-transformers backends can serve a text model here (``--backend``, ``openvino:MODEL``)."""
+    from core.embedders.backends import ENGINES, available_backends, engine_status
+
+    missing = [f"{engine}: {engine_status(engine)[1]}" for engine in ENGINES if not engine_status(engine)[0]]
+    detail = ", ".join(available_backends())
+    if missing:
+        detail += f" (not here: {'; '.join(missing)}; `make backend-envs` builds .venv-openvino and .venv-onnx)"
+    return Check("backends", OK, detail)
 
 
 def tesseract_check(languages: str | None = None) -> Check:

@@ -70,10 +70,24 @@ def _configure_logging(verbose: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+# Text models can be served by sentence-transformers' ONNX or OpenVINO backend (core/embedders/backends.py); the
+# spec then carries it as a prefix (openvino:default), which is what a collection records.
+BackendOption = Annotated[str | None, typer.Option("--backend", help="torch (default), onnx, onnx-int8, openvino or "
+                                                   "openvino-int8: serve a text model on the CPU through "
+                                                   "sentence-transformers' backend (same as an openvino:MODEL spec)")]
+
+
+def _with_backend(model: str, backend: str | None) -> str:
+    from core.embedders.backends import backend_spec
+
+    return backend_spec(model, backend) if backend else model
+
+
 @app.command("index")
 def index_command(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file")],
+    file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file (with --engine ray: or a folder of "
+                                         "such shards)")],
     collection: Annotated[str, typer.Option("--collection", help="collection name")],
     text_column: Annotated[str | None, typer.Option("--text-column", help="column with the text to embed (with "
                                                     "--image-column: stored as the item's text)")] = None,
@@ -83,11 +97,18 @@ def index_command(
                                                      "FILE's folder) to embed; needs --model clip:...")] = None,
     model: Annotated[str, typer.Option("--model", help="default, a local folder, a hub id, or clip:ARCH/TAG | "
                                        "clip:/open_clip/folder")] = "default",
-    index_kind: Annotated[str, typer.Option("--index-kind", help="auto, flat, hnsw, ivf or a faiss factory "
-                                            "string")] = "auto",
+    index_kind: Annotated[str, typer.Option("--index-kind", help="auto, flat, hnsw, ivf, ivfpq (IVF-PQ + exact "
+                                            "re-ranking) or a faiss factory string")] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps")] = "auto",
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="fail instead of using the bundled model "
                                               "when --model cannot load")] = False,
+    backend: BackendOption = None,
+    engine: Annotated[str, typer.Option("--engine", help="local (this process) or ray (Ray Data actors: a local "
+                                        "runtime, or the cluster --ray-address names; needs embtune[ray])")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster HOST:PORT for --engine ray "
+                                                    "(default: RAY_ADDRESS, else a local runtime)")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="embedding actors for --engine ray (default: one "
+                                                "per CPU of the runtime)")] = None,
 ) -> None:
     """Embed a table's text (or image) column and store it as a searchable collection."""
     from core.indexing import index_file
@@ -95,9 +116,10 @@ def index_command(
     context: Context = ctx.obj
     report = index_file(
         file, collection=collection, text_column=text_column, id_column=id_column, image_column=image_column,
-        model=model,
+        model=_with_backend(model, backend),
         index_kind=index_kind, device=device, fallback=not no_fallback,
         workspace=context.workspace(), db=context.database(), show_progress=sys.stderr.isatty() or None,
+        engine=engine, ray_address=ray_address, workers=workers,
     )
     typer.echo(f"indexed {report.count} items into {report.collection!r} with {report.model_id} "
                f"({report.dimension}-d, {report.index_factory}) in {report.seconds:.1f} s")
@@ -138,6 +160,7 @@ def embed_command(
     truncate_dim: Annotated[int | None, typer.Option("--truncate-dim", help="Matryoshka dimension")] = None,
     no_fallback: Annotated[bool, typer.Option("--no-fallback")] = False,
     repeat: Annotated[int, typer.Option("--repeat", help="embed N times to see the cache at work")] = 1,
+    backend: BackendOption = None,
 ) -> None:
     """Debug one embedding: model, dimension, norm, first values, time, cache hit."""
     import numpy as np
@@ -146,7 +169,8 @@ def embed_command(
 
     if not text.strip():
         raise EmbtuneError("the text to embed is empty")
-    embedder = load_embedder(model, device=device, truncate_dim=truncate_dim, fallback=not no_fallback)
+    embedder = load_embedder(_with_backend(model, backend), device=device, truncate_dim=truncate_dim,
+                             fallback=not no_fallback)
     _ = embedder.fingerprint  # computed once up front so the timing below is the encode alone
     for attempt in range(max(1, repeat)):
         hits_before = embedder.cache.stats().hits if embedder.cache is not None else 0
@@ -156,7 +180,9 @@ def embed_command(
         hit = embedder.cache is not None and embedder.cache.stats().hits > hits_before
         if attempt == 0:
             typer.echo(f"model:      {embedder.model_id}" + (" (fallback)" if embedder.fell_back else ""))
-            typer.echo(f"device:     {embedder.device}")
+            typer.echo(f"device:     {embedder.device}" + (f" ({embedder.backend} backend)"
+                                                              if getattr(embedder, "backend", "torch") != "torch"
+                                                              else ""))
             typer.echo(f"dimension:  {embedder.dimension}")
             typer.echo(f"norm:       {float(np.linalg.norm(vector)):.6f}")
             typer.echo(f"first:      {np.array2string(vector[:8], precision=4, separator=', ')}")
@@ -314,6 +340,61 @@ def eval_command(
         atomic_write_json(json_out, report.to_dict())
         atomic_write_text(json_out.with_suffix(".md"), report.markdown())
         typer.echo(f"written: {json_out} and {json_out.with_suffix('.md')}")
+
+
+@app.command("export")
+def export_command(
+    ctx: typer.Context,
+    model_or_run: Annotated[str, typer.Argument(help="model spec (default, a sentence-transformers folder) or a "
+                                                "training run's name (run:NAME)")],
+    export_format: Annotated[str, typer.Option("--format", help="onnx or openvino")],
+    quantize: Annotated[str | None, typer.Option("--quantize", help="int8: onnx dynamic, openvino static "
+                                                 "(calibrated on --calibration)")] = None,
+    calibration: Annotated[Path | None, typer.Option("--calibration", help="table with a text column to calibrate "
+                                                     "openvino int8 on (default: the run's training texts, else the "
+                                                     "evaluation corpus)")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="retrieval folder or pairs file to evaluate on "
+                                              "(default: the run's test split, else the bundled catalogue)")] = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", help="collection (or id,text file) that --data's "
+                                               "item_id refers to")] = None,
+    dims: Annotated[str | None, typer.Option("--dims", help="dimensions to compare (default: the run's Matryoshka "
+                                             "dimensions, else the full one)")] = None,
+    collection: Annotated[str | None, typer.Option("--collection", help="switch this collection to the exported "
+                                                   "model when the loss is within the tolerance")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="export again even if the files exist")] = False,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="NDCG@10 points the export may lose at any "
+                                             "dimension before it is refused")] = 0.5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+) -> None:
+    """Export a model to ONNX or OpenVINO (files saved into the model folder), then compare it with the original:
+    NDCG@10 per dimension and speed, recorded with the run."""
+    from core.data.training_data import corpus_items
+    from core.export import export_model
+    from storage.workspace import atomic_write_json
+
+    if not 0 <= tolerance <= 100:
+        raise EmbtuneError(f"--tolerance {tolerance} must be between 0 and 100 NDCG@10 points")
+    context: Context = ctx.obj
+    db = context.database()
+    report = export_model(model_or_run, format=export_format, quantize=quantize, calibration=calibration, data=data,
+                          corpus=corpus_items(corpus, db=db) if corpus else None,
+                          dimensions=_split_ints(dims, "--dims") or None, collection=collection, overwrite=overwrite,
+                          tolerance=tolerance / 100, db=db, workspace=context.workspace())
+    typer.echo(f"{'reused' if report.reused else 'exported'} {report.backend}: {report.model_file}"
+               + ("" if report.reused else f" ({report.export_seconds:.1f} s)"))
+    if report.calibration:
+        typer.echo(f"calibrated on {report.calibration}")
+    typer.echo(f"\n{report.backend} vs torch on {report.data_name}:\n{report.table()}")
+    typer.echo(f"\nspeed: {report.speed_exported:.1f} vs {report.speed_original:.1f} sentences/s "
+               f"({report.speed_ratio:.2f}× torch, batch 64)")
+    if report.collection_switched:
+        typer.echo(f"collection {report.collection!r} now serves {report.spec}")
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"\nload it with --model {report.spec}")
+    if json_out is not None:
+        atomic_write_json(json_out, report.to_dict())
+        typer.echo(f"written: {json_out}")
 
 
 negatives_app = typer.Typer(help="Review mined hard negatives.", no_args_is_help=True)
@@ -713,7 +794,8 @@ def studio_command(
     env = {**os.environ, "EMBTUNE_HOME": str(folder.root), "EMBTUNE_DB": database.url}
     typer.echo(f"embtune studio on http://{host}:{port} (workspace {folder.root}); Ctrl+C stops it")
     command = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.headless", "true",
-               "--server.address", host, "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+               "--server.address", host, "--server.port", str(port), "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "viewer"]
     try:
         code = subprocess.call(command, env=env)
     except KeyboardInterrupt:

@@ -60,13 +60,18 @@ def _collection(name: str, path: str, fingerprint: str, updated: str) -> Any:
     return open_collection(name, workspace=workspace, db=db, embedder=embedder(record.model_spec))
 
 
-def collection(name: str) -> Any:
-    """A collection with its model loaded, cached until its row changes."""
+def collection_key(name: str) -> tuple[str, str, str]:
+    """What identifies a collection's current contents: its folder, model fingerprint and update time."""
     from core.indexing import collection_record
 
     _, db = workspace_and_db()
     record = collection_record(name, db)
-    return _collection(name, record.path, record.model_fingerprint, str(record.updated_at))
+    return record.path, record.model_fingerprint, str(record.updated_at)
+
+
+def collection(name: str) -> Any:
+    """A collection with its model loaded, cached until its row changes."""
+    return _collection(name, *collection_key(name))
 
 
 def collection_names() -> list[str]:

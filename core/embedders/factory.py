@@ -14,6 +14,10 @@ A spec that starts with ``clip:`` names an open_clip image–text model (``ClipE
 - ``clip:/path/to/folder`` — a local folder in open_clip's export layout
   (``open_clip_config.json`` + ``open_clip_model.safetensors``, see ``core.embedders.image``).
 
+A text spec may start with a serving backend, ``onnx:``, ``onnx-int8:``, ``openvino:`` or ``openvino-int8:``
+(or pass ``backend=``): the same model run by sentence-transformers' ONNX Runtime or OpenVINO backend, exported
+once into the model folder (``core.embedders.backends``). The embedder's ``spec`` keeps the prefix.
+
 A spec that starts with ``screen:`` names the offline screenshot embedder (``ScreenEmbedder``:
 tesseract OCR + the text model the rest of the spec names, e.g. ``screen:default``).
 
@@ -36,6 +40,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from core.device import resolve_device
+from core.embedders.backends import Backend, parse_backend, require_engine, split_backend_spec
 from core.embedders.cache import EmbeddingCache, shared_cache
 from core.embedders.image import CLIP_PREFIX, CONFIG_NAME, WEIGHTS_NAMES, ClipEmbedder, read_clip_config
 from core.embedders.registry import DEFAULT_MODEL, KnownModel, known_model
@@ -101,6 +106,8 @@ def load_embedder(
     cache: EmbeddingCache | bool | None = True,
     batch_size: int = 64,
     reuse: bool = True,
+    backend: str | None = None,
+    workspace: Any = None,
 ) -> Embedder:
     """Load the embedder a spec names.
 
@@ -108,8 +115,20 @@ def load_embedder(
     ``False``/``None`` none. ``reuse`` shares an already loaded model in this process (the
     trainer passes ``False`` to get a copy of its own to change). ``clip:`` specs give a
     ``ClipEmbedder`` and ignore ``fallback`` (see the module docstring).
+
+    ``backend`` (``torch``, ``onnx``, ``onnx-int8``, ``openvino``, ``openvino-int8``; default: the spec's prefix,
+    else torch) serves a text model through sentence-transformers' backends on the CPU; ``workspace`` (a
+    ``Workspace`` or its root) is where the bundled model's copy is exported (default: the user's workspace).
     """
-    resolved_device = resolve_device(device)
+    prefixed, spec = split_backend_spec(spec)
+    if backend is not None and prefixed is not None and parse_backend(backend) != parse_backend(prefixed):
+        raise ModelLoadError(f"the spec asks for the {prefixed} backend and backend={backend!r} for another")
+    chosen = parse_backend(backend or prefixed)
+    if not chosen.is_torch and (is_screen_spec(spec) or is_clip_spec(spec)):
+        raise ModelLoadError(f"the {chosen.name} backend serves text models; {spec!r} is not one")
+    if not chosen.is_torch:
+        require_engine(chosen.engine)  # before resolving, copying or loading anything (and never a fallback)
+    resolved_device = resolve_device(device) if chosen.is_torch else "cpu"
     chosen_cache = shared_cache() if cache is True else (cache if isinstance(cache, EmbeddingCache) else None)
     if is_screen_spec(spec):  # OCR + a text model loaded by this same function (core.embedders.screen)
         return load_screen_embedder(spec, cache=chosen_cache, batch_size=batch_size, load_text=lambda text_spec: (
@@ -124,7 +143,7 @@ def load_embedder(
                             truncate_dim=truncate_dim, cache=chosen_cache, batch_size=batch_size)
     resolved = resolve_spec(spec)
     try:
-        model = _load_sentence_transformer(resolved, resolved_device, reuse)
+        model, model_file = _load_text_model(resolved, resolved_device, reuse, chosen, workspace)
         used, requested = resolved, spec
     except ModelLoadError as exc:
         if not fallback or resolved.kind != "hub":
@@ -135,21 +154,50 @@ def load_embedder(
             logger.warning(
                 "%s; using the fallback model %s instead (--no-fallback to refuse)", exc, fallback_resolved.model_id
             )
-        model = _load_sentence_transformer(fallback_resolved, resolved_device, reuse)
+        model, model_file = _load_text_model(fallback_resolved, resolved_device, reuse, chosen, workspace)
         used, requested = fallback_resolved, spec
+    bare = DEFAULT_MODEL if used.kind == "bundled" else used.location
     return TextEmbedder(
         model,
         model_id=used.model_id,
-        spec=DEFAULT_MODEL if used.kind == "bundled" else used.location,
-        requested_spec=requested if used.location != resolved.location else None,
+        spec=bare if chosen.is_torch else f"{chosen.name}:{bare}",
+        requested_spec=(requested if chosen.is_torch else f"{chosen.name}:{requested}")
+        if used.location != resolved.location else None,
         truncate_dim=truncate_dim,
         cache=chosen_cache,
         batch_size=batch_size,
+        backend=chosen.name,
+        model_file=model_file,
     )
 
 
 def _load_sentence_transformer(resolved: ResolvedSpec, device: str, reuse: bool) -> object:
     return _load_model(resolved.location, device, reuse, lambda: _construct(resolved, device))
+
+
+def _load_text_model(resolved: ResolvedSpec, device: str, reuse: bool, backend: Backend,
+                     workspace: Any) -> tuple[Any, Path | None]:
+    """(model, exported file it runs or None for torch); a backend exports into the model folder on first use."""
+    if backend.is_torch:
+        return _load_sentence_transformer(resolved, device, reuse), None
+    from core.embedders import backends
+
+    def construct() -> tuple[Any, Path]:
+        if resolved.kind in ("path", "bundled"):
+            _check_model_folder(Path(resolved.location))
+        hub_model = _load_sentence_transformer(resolved, "cpu", reuse) if resolved.kind == "hub" else None
+        folder = backends.serving_folder(resolved.kind, resolved.location, workspace=workspace,
+                                         name=resolved.model_id, model=hub_model)
+        return backends.load_backend_model(folder, backend)
+
+    return _load_model((resolved.location, backend.name), device, reuse, construct)
+
+
+def _check_model_folder(folder: Path) -> None:
+    if not any((folder / marker).exists() for marker in ("modules.json", "config.json", "adapter_config.json")):
+        raise ModelLoadError(
+            f"{folder} is not a model folder (no modules.json, config.json or adapter_config.json)"
+        )
 
 
 def _load_model(location: object, device: str, reuse: bool, construct: Callable[[], Any]) -> Any:
@@ -167,11 +215,7 @@ def _construct(resolved: ResolvedSpec, device: str) -> object:
     from sentence_transformers import SentenceTransformer
 
     if resolved.kind in ("path", "bundled"):
-        folder = Path(resolved.location)
-        if not any((folder / marker).exists() for marker in ("modules.json", "config.json", "adapter_config.json")):
-            raise ModelLoadError(
-                f"{folder} is not a model folder (no modules.json, config.json or adapter_config.json)"
-            )
+        _check_model_folder(Path(resolved.location))
     offline = resolved.kind == "hub" and not hub_reachable()
     try:
         return SentenceTransformer(resolved.location, device=device, local_files_only=offline)

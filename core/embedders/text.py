@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,8 @@ class TextEmbedder:
         cache: EmbeddingCache | None = None,
         batch_size: int = 64,
         requested_spec: str | None = None,
+        backend: str = "torch",
+        model_file: Path | None = None,
     ) -> None:
         full = int(embedding_dimension(model))
         if truncate_dim is not None and not 0 < truncate_dim <= full:
@@ -102,6 +105,9 @@ class TextEmbedder:
         self.full_dimension = full
         self.cache = cache
         self.batch_size = batch_size
+        # Which sentence-transformers backend runs the model, and the exported file it runs (None for torch).
+        self.backend = backend
+        self.model_file = model_file
         self._fingerprint: str | None = None
 
     @property
@@ -120,7 +126,12 @@ class TextEmbedder:
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = weights_fingerprint(self.model)
+            if self.model_file is not None:  # ONNX/OpenVINO weights are not torch tensors: hash the exported files
+                from core.embedders.backends import files_fingerprint
+
+                self._fingerprint = files_fingerprint(self.backend, self.model_file)
+            else:
+                self._fingerprint = weights_fingerprint(self.model)
         return self._fingerprint
 
     def with_truncate_dim(self, truncate_dim: int | None) -> TextEmbedder:
@@ -128,6 +139,7 @@ class TextEmbedder:
         twin = TextEmbedder(
             self.model, model_id=self.model_id, spec=self.spec, truncate_dim=truncate_dim,
             cache=self.cache, batch_size=self.batch_size, requested_spec=self.requested_spec,
+            backend=self.backend, model_file=self.model_file,
         )
         twin._fingerprint = self._fingerprint
         return twin
@@ -203,4 +215,5 @@ class TextEmbedder:
 
     def __repr__(self) -> str:
         dim = f", truncate_dim={self.truncate_dim}" if self.truncate_dim else ""
-        return f"TextEmbedder({self.model_id!r}, dimension={self.dimension}{dim}, device={self.device!r})"
+        backend = f", backend={self.backend!r}" if self.backend != "torch" else ""
+        return f"TextEmbedder({self.model_id!r}, dimension={self.dimension}{dim}, device={self.device!r}{backend})"

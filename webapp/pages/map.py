@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -22,13 +24,21 @@ query = right.text_input("Place a query", key="map_query").strip()
 st.caption(f"Above {MAX_MAP_POINTS:,} items a seeded random sample of {MAX_MAP_POINTS:,} is mapped; the map says so.")
 
 
-def _frame(emap, placement) -> pd.DataFrame:
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _projection(name: str, key: tuple[str, str, str], method: str, second: str, _embedder) -> tuple:
+    """The map and its table, kept in memory per collection state, method and model: a second open
+    (or a rerun for another query or colour) costs no disk read and no table building."""
+    emap = compute_map(widgets.collection(name), method=method, name=name, embedder=_embedder)
+    rows = [{"x": x, "y": y, "id": item_id, "text": (text or "")[:TOOLTIP_TEXT_CHARS],
+             **{k: str(v) for k, v in meta.items()}}
+            for item_id, (x, y), text, meta in zip(emap.ids, emap.coords.tolist(), emap.texts, emap.metadata,
+                                                   strict=True)]
+    return emap, pd.DataFrame(rows)
+
+
+def _frame(table: pd.DataFrame, placement) -> pd.DataFrame:
     neighbours = set(placement.neighbour_ids) if placement else set()
-    rows = []
-    for item_id, (x, y), text, meta in zip(emap.ids, emap.coords.tolist(), emap.texts, emap.metadata, strict=True):
-        rows.append({"x": x, "y": y, "id": item_id, "text": (text or "")[:TOOLTIP_TEXT_CHARS],
-                     "neighbour": item_id in neighbours, **{k: str(v) for k, v in meta.items()}})
-    return pd.DataFrame(rows)
+    return table.assign(neighbour=table["id"].isin(neighbours))
 
 
 def _chart(frame: pd.DataFrame, title: str, colour: str | None, placement, key: str) -> list[dict]:
@@ -74,7 +84,9 @@ with widgets.user_errors():
     for (label, other), column in zip(panels, columns, strict=True):
         with column:
             with st.spinner(f"projecting with {label} (cached after the first time)…"):
-                emap = compute_map(collection, method=method, name=name, embedder=other)
+                started = time.perf_counter()
+                emap, table = _projection(name, widgets.collection_key(name), method, label, other)
+                took = time.perf_counter() - started
             placement = None
             if query:
                 encoder = other or collection.embedder
@@ -83,8 +95,9 @@ with widgets.user_errors():
                 f" (sample of {emap.total})" if emap.sampled else "")
             for note in emap.notes:
                 st.caption(note)
-            st.caption(("from cache" if emap.from_cache else "projected") + f" in {emap.seconds:.2f} s")
-            selected = _chart(_frame(emap, placement), title, colour, placement, key=f"map-{label}")
+            fresh = not emap.from_cache and took >= emap.seconds / 2  # projected in this very run
+            st.caption(("projected" if fresh else "from cache") + f" in {took:.2f} s")
+            selected = _chart(_frame(table, placement), title, colour, placement, key=f"map-{label}")
             if placement is not None:
                 st.caption("Nearest neighbours of the query: " + ", ".join(
                     f"{item} ({score:.2f})" for item, score in zip(placement.neighbour_ids[:5], placement.scores[:5],

@@ -1,0 +1,292 @@
+"""Distributed indexing benchmark: Ray Data embedding against plain encoding, streamed index builds, IVF-PQ.
+
+Why: ``embtune index --engine ray`` (core/distributed.py) exists for corpora that one machine cannot
+embed in time. This measures, in one run, what it costs and what it buys:
+
+1. **Encode rate.** The same texts embedded by the bundled MiniLM (a) in this process on one torch
+   thread (the per-core rate; ``--plain-two-threads`` adds two threads), (b) by Ray with one actor ×
+   one thread and (c) Ray with two actors × one thread each, through the whole ``index_with_ray``
+   path (read shards, embed, write Parquet parts). Ray's rate is given twice: steady (rows between
+   the first and the last batch that came back) and end to end (actor start-up, model loads, part
+   writes included).
+   Targets: Ray's steady overhead ≤ 15 % of the plain 1-thread rate; 2 actors ≥ 1.7× one actor.
+2. **Peak memory of the index build from parts** (``core.index.save_streamed``) at two sizes, in a
+   fresh child process each (its peak RSS), on synthetic 384-d vectors written as parts of 50 000
+   rows. Target: flat — it streams — while holding all vectors would grow by 1.5 KB per row.
+3. **Recall@10 against exact search and bytes per vector** of the large-collection kinds on the
+   real embeddings from step 1 (base) and held-out texts (queries).
+
+Real texts: the bundled catalogue's names and descriptions, then MedQuAD questions and answer
+sentences from ../shared/data/medquad when present (read in place, never copied): short texts.
+
+Run from the repository root (the machine should be quiet: Ray's workers run at nice 15)::
+
+    .venv/bin/python benchmarks/distributed_index.py
+    .venv/bin/python benchmarks/distributed_index.py --rows 12000 --memory-sizes 100000,400000 --plain-two-threads
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local data only: never reach the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import cpu_report, cpu_snapshot, machine_line
+from search import real_texts, synthetic
+
+DIMENSION = 384
+
+
+# -- 1. encode rate ------------------------------------------------------------------------------
+
+
+def plain_rate(embedder, texts: list[str], threads: int) -> float:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        embedder.encode(texts[:256], show_progress=False)  # warm-up
+        start = time.perf_counter()
+        embedder.encode(texts, show_progress=False)
+        return len(texts) / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+
+
+def write_shards(texts: list[str], folder: Path, shard_rows: int) -> None:
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, start in enumerate(range(0, len(texts), shard_rows)):
+        chunk = texts[start:start + shard_rows]
+        pd.DataFrame({"id": [f"t{start + i}" for i in range(len(chunk))], "text": chunk}).to_parquet(
+            folder / f"shard-{number:04d}.parquet", index=False)
+
+
+def ray_rate(embedder, shards: Path, workspace_root: Path, *, workers: int, threads: int) -> dict[str, float]:
+    from core.distributed import index_with_ray
+    from storage.db import Database
+    from storage.workspace import Workspace
+
+    workspace = Workspace.open(workspace_root)
+    db = Database(workspace.db_url())
+    events: list[tuple[float, int]] = []
+
+    def seen(progress) -> None:
+        if progress.task == "embed shards" and progress.done:
+            events.append((time.perf_counter(), progress.done))
+
+    start = time.perf_counter()
+    report = index_with_ray(shards, collection=f"ray{workers}x{threads}", text_column="text", id_column="id",
+                            workspace=workspace, db=db, embedder=embedder, workers=workers, threads=threads,
+                            progress=seen, index_kind="flat")
+    embedded_at, rows = events[-1]
+    first_at, first_rows = events[0]
+    steady = (rows - first_rows) / (embedded_at - first_at) if embedded_at > first_at else float("nan")
+    return {"steady": steady, "end_to_end": rows / (embedded_at - start), "rows": rows,
+            "seconds": embedded_at - start, "collection": report.path}
+
+
+# -- 2. build memory ----------------------------------------------------------------------------
+
+
+def write_synthetic_parts(folder: Path, rows: int, part_rows: int = 50_000) -> None:
+    """Parts in core.distributed's layout (row, id, text, metadata, vector) holding clustered unit vectors."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.distributed import PART_ROW_GROUP
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, start in enumerate(range(0, rows, part_rows)):
+        count = min(part_rows, rows - start)
+        vectors = synthetic(count, DIMENSION, clusters=1000, intrinsic=24, seed=0, stream=10 + number)
+        table = pa.table({
+            "row": pa.array(range(count), pa.int64()),
+            "id": pa.array([f"v{start + i}" for i in range(count)]),
+            "text": pa.array([f"item {start + i}" for i in range(count)]),
+            "metadata": pa.array(["{}"] * count),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), DIMENSION),
+        })
+        pq.write_table(table, folder / f"part-{number:05d}.parquet", row_group_size=PART_ROW_GROUP)
+
+
+def memory_status() -> dict[str, int]:
+    """This process's resident set now (VmRSS) and its peak (VmHWM), in bytes (Linux)."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            fields[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return fields
+
+
+def build_child(parts: Path, out: Path, kind: str) -> None:
+    """Child process: build a collection from the parts; print seconds, peak RSS and bytes per vector.
+
+    The imports (torch comes with core.distributed) are resident before the build starts; the peak is
+    reset after them (``/proc/self/clear_refs``), so it measures what the build itself adds.
+    """
+    import pyarrow.parquet as pq
+
+    from core.distributed import _part_batches  # the batches index_with_ray builds from
+    from core.index import save_streamed
+
+    files = sorted(parts.glob("part-*.parquet"))
+    count = sum(pq.read_metadata(f).num_rows for f in files)
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = memory_status()["VmRSS"]
+    start = time.perf_counter()
+    info = save_streamed(out, _part_batches(files), count=count, dimension=DIMENSION, index_kind=kind)
+    seconds = time.perf_counter() - start
+    index_file = out / f"index-{info.generation}.faiss"
+    print(json.dumps({"rows": count, "seconds": seconds, "factory": info.index_factory,
+                      "peak_rss": memory_status()["VmHWM"], "before_rss": before,
+                      "index_bytes_per_vector": index_file.stat().st_size / count}))
+
+
+def build_memory(rows: int, kind: str, scratch: Path) -> dict[str, float]:
+    parts = scratch / f"parts-{rows}"
+    write_synthetic_parts(parts, rows)
+    result = subprocess.run([sys.executable, __file__, "--build-child", str(parts), str(scratch / f"coll-{rows}"),
+                             kind], capture_output=True, text=True, check=True)
+    shutil.rmtree(parts, ignore_errors=True)
+    shutil.rmtree(scratch / f"coll-{rows}", ignore_errors=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# -- 3. recall and bytes per vector --------------------------------------------------------------
+
+
+def recall_table(base: np.ndarray, queries: np.ndarray) -> list[tuple[str, str, str, float, float, float]]:
+    import faiss
+
+    from core.index import Collection, index_bytes_per_vector
+
+    _, truth = faiss.knn(queries, base, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    ids = [str(i) for i in range(len(base))]
+    rows = []
+    for kind, overrides in [("hnsw", {}), ("ivfpq", {}),
+                            ("IVF256,PQ48", {"nprobe": 8}), ("IVF256,PQ48", {"nprobe": 32}),
+                            ("IVF256,PQ48,RFlat", {"nprobe": 8}), ("IVF256,PQ48,RFlat", {"nprobe": 32}),
+                            ("ivfpq@IVF256", {"nprobe": 8}), ("ivfpq@IVF256", {"nprobe": 32}),
+                            ("ivfpq@IVF256", {"nprobe": 32, "refine_k_factor": 16}),
+                            ("ivfpq@IVF256", {"nprobe": 64, "refine_k_factor": 16})]:
+        collection = Collection(DIMENSION, index_kind=kind.replace("ivfpq@IVF256", "IVF256,PQ48"))
+        collection.add(ids, base)
+        collection._ensure_index()
+        if kind == "ivfpq@IVF256":  # embtune's re-ranking from stored vectors on the issue's IVF256,PQ48
+            collection.info.search_params["refine_k_factor"] = 8
+        collection.info.search_params.update(overrides)
+        start = time.perf_counter()
+        hits = collection.search_many(queries, 10)
+        ms = (time.perf_counter() - start) * 1000 / len(queries)
+        found = [{int(h.id) for h in row} for row in hits]
+        recall = float(np.mean([len(f & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)]))
+        rows.append((kind, collection.info.index_factory, json.dumps(collection.info.search_params), recall,
+                     index_bytes_per_vector(collection._index), ms))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000, help="texts to embed (step 1; the base of step 3)")
+    parser.add_argument("--plain-two-threads", action="store_true", help="also time plain encoding on 2 threads")
+    parser.add_argument("--shard-rows", type=int, default=750)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--memory-sizes", default="100000,400000")
+    parser.add_argument("--memory-kind", default="IVF256,PQ48")
+    parser.add_argument("--build-child", nargs=3, metavar=("PARTS", "OUT", "KIND"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build_child:
+        build_child(Path(args.build_child[0]), Path(args.build_child[1]), args.build_child[2])
+        return
+
+    import faiss
+    import ray
+    import torch
+
+    from core.embedders import load_embedder
+
+    snapshot = cpu_snapshot()
+    print(f"# distributed index benchmark: {machine_line()}; torch {torch.__version__}, ray {ray.__version__}, "
+          f"faiss {faiss.__version__}")
+    texts, origin = real_texts(args.rows + args.queries, seed=0)
+    base_texts, query_texts = texts[:args.rows], texts[args.rows:]
+    print(f"# {len(base_texts)} texts ({origin}), mean {np.mean([len(t) for t in base_texts]):.0f} characters; "
+          f"{len(query_texts)} held-out queries")
+    embedder = load_embedder("default", device="cpu", cache=False)
+    scratch = Path(tempfile.mkdtemp(prefix="embtune-bench-", dir="/tmp"))
+    try:
+        print("\n## 1. Encode rate (texts/s)\n")
+        rates = {"plain, 1 thread": plain_rate(embedder, base_texts, 1)}
+        if args.plain_two_threads:
+            rates["plain, 2 threads"] = plain_rate(embedder, base_texts, 2)
+        shards = scratch / "shards"
+        write_shards(base_texts, shards, args.shard_rows)
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(scratch / "ray"), log_to_driver=False)
+        try:
+            one = ray_rate(embedder, shards, scratch / "ws", workers=1, threads=1)
+            two = ray_rate(embedder, shards, scratch / "ws", workers=2, threads=1)
+        finally:
+            ray.shutdown()
+        plain = rates["plain, 1 thread"]
+        print("| engine | steady texts/s | end-to-end texts/s | end-to-end s | vs plain 1 thread (steady) |")
+        print("|---|---:|---:|---:|---:|")
+        for name, rate in rates.items():
+            print(f"| {name} | {rate:.0f} | {rate:.0f} | {len(base_texts) / rate:.1f} | {rate / plain:.2f} |")
+        for name, run in (("Ray, 1 actor × 1 thread", one), ("Ray, 2 actors × 1 thread", two)):
+            print(f"| {name} | {run['steady']:.0f} | {run['end_to_end']:.0f} | {run['seconds']:.1f} | "
+                  f"{run['steady'] / plain:.2f} |")
+        overhead = 1 - one["steady"] / plain
+        print(f"\nRay's steady overhead vs plain 1 thread: {overhead:.0%} (target ≤ 15 %); "
+              f"2 actors / 1 actor: steady {two['steady'] / one['steady']:.2f}×, end to end "
+              f"{two['end_to_end'] / one['end_to_end']:.2f}× (target ≥ 1.7×)")
+        per_core = max(plain, two["steady"] / 2)
+        print(f"per-core rate used for projections: {per_core:.0f} texts/s")
+
+        print("\n## 2. Peak memory of the index build from parts (child process, synthetic 384-d)\n")
+        print("| rows | factory | build s | RSS before build MiB | peak RSS during build MiB | build adds MiB | "
+              "all vectors would be MiB | index bytes/vector |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|")
+        for rows in [int(v) for v in args.memory_sizes.split(",") if v]:
+            result = build_memory(rows, args.memory_kind, scratch)
+            added = result["peak_rss"] - result["before_rss"]
+            print(f"| {rows:,} | {result['factory']} | {result['seconds']:.1f} | {result['before_rss'] / 2**20:.0f} | "
+                  f"{result['peak_rss'] / 2**20:.0f} | {added / 2**20:.0f} | {rows * DIMENSION * 4 / 2**20:.0f} | "
+                  f"{result['index_bytes_per_vector']:.1f} |")
+
+        print("\n## 3. Recall@10 vs exact search, bytes per vector (real embeddings from step 1)\n")
+        from core.index import Collection
+
+        base = Collection.load(two["collection"]).vectors
+        queries = embedder.encode(query_texts, show_progress=False)
+        print(f"base: {len(base)} vectors (the Ray run's collection), {len(queries)} queries\n")
+        print("| kind | factory | search params | recall@10 | index bytes/vector | ms/query (batch) |")
+        print("|---|---|---|---:|---:|---:|")
+        for kind, factory, params, recall, bytes_per_vector, ms in recall_table(base, queries):
+            print(f"| {kind} | {factory} | {params} | {recall:.3f} | {bytes_per_vector:.1f} | {ms:.3f} |")
+    finally:
+        for _ in range(5):  # Ray's exiting processes may still write session logs under scratch for a moment
+            shutil.rmtree(scratch, ignore_errors=True)
+            if not scratch.exists():
+                break
+            time.sleep(1)
+    print(f"\n# {cpu_report(snapshot)}")
+
+
+if __name__ == "__main__":
+    main()
