@@ -796,6 +796,12 @@ def studio_command(
     command = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.headless", "true",
                "--server.address", host, "--server.port", str(port), "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "viewer"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        # Become the server: a signal sent to `embtune studio` (Ctrl+C, a test's teardown, a supervisor's
+        # SIGTERM) reaches streamlit itself and no orphaned server is left behind.
+        os.execve(sys.executable, command, env)
     try:
         code = subprocess.call(command, env=env)
     except KeyboardInterrupt:
