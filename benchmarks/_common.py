@@ -104,3 +104,25 @@ def latencies_ms(action: Callable[[int], object], repeats: int, budget_s: float 
         if deadline is not None and time.perf_counter() > deadline:
             break
     return np.asarray(out, dtype=np.float64)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    """A free loopback port for a server a benchmark starts (and stops)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def open_browser(playwright: object) -> object:
+    """Debian's chromium, headless, kept off the network (playwright's own browser download is not used)."""
+    import sys
+
+    if not Path(CHROMIUM).is_file():
+        sys.exit(f"{CHROMIUM} is missing: `apt-get install -y chromium` (or `make screenshots`)")
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-background-networking", "--disable-component-update"])

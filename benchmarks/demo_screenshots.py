@@ -34,7 +34,6 @@ import argparse
 import glob
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -43,12 +42,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import free_port, open_browser
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1400, "height": 1000}
 FINETUNED_CANDIDATES = ("/tmp/cat/weighted", "/tmp/cat/hn-clean")
 PREFERRED_QUERIES = ("дымо ход", "шуруповерт акамуляторный")
@@ -57,22 +58,10 @@ K = 5
 TIMEOUT_MS = 300_000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def serve(demo: Any) -> str:
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     return f"http://127.0.0.1:{port}/"
-
-
-def open_browser(playwright: Any) -> Any:
-    if not Path(CHROMIUM).is_file():
-        sys.exit(f"{CHROMIUM} is missing: `apt-get install -y chromium` (or `make screenshots`)")
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
 
 
 def workspace_at(folder: str | None, prefix: str) -> Any:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,21 +27,17 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import CHROMIUM, free_port, open_browser
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 RUN_CANDIDATES = ("/tmp/cat/weighted", "/tmp/cat/hn-clean")
 RUN_NAME = "catalogue-tuned"
 QUERY = "дымо ход"
 TIMEOUT_MS = 300_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tuned_model(explicit: str | None, workspace: Path) -> Path:
@@ -103,7 +98,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
     parser.add_argument("--workspace", default=str(Path(tempfile.gettempdir()) / "embtune-studio-screens"))
     args = parser.parse_args()
-    if not Path(CHROMIUM).is_file():
+    if not Path(CHROMIUM).is_file():  # before minutes of preparation, not after
         sys.exit(f"{CHROMIUM} is missing: `apt-get install -y chromium` (or `make screenshots`)")
     workspace, out = Path(args.workspace), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,8 +127,7 @@ def shoot(url: str, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-background-networking", "--disable-component-update"])
+        browser = open_browser(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1500})
         page.set_default_timeout(TIMEOUT_MS)
 

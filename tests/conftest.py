@@ -105,6 +105,15 @@ def run_cli(capsys: pytest.CaptureFixture[str], workspace_dir: Path) -> Callable
     return run
 
 
+def free_port() -> int:
+    """A free loopback port for a server a test starts (and stops)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def write_csv(path: Path, rows: list[list[str]]) -> Path:
     import csv
 

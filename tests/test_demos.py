@@ -6,7 +6,6 @@ search quality; the benchmark and the screenshots run the bundled model.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,18 +18,12 @@ from PIL import Image
 from core.indexing import index_file
 from storage.db import Database, RunStore
 from storage.workspace import Workspace
-from tests.conftest import CATALOGUE, write_csv
+from tests.conftest import CATALOGUE, free_port, write_csv
 from tests.test_images import WORKFLOWS, screen
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def serve(demo: Any) -> tuple[Any, Client]:

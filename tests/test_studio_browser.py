@@ -9,7 +9,6 @@ installs both on a fresh machine).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,13 @@ from pathlib import Path
 import pytest
 
 from storage.db import Database, RunStore
+from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 STEP_TIMEOUT_MS = 120_000
 PAIRS = [(f"{topic} question {n}", f"{topic} answer {n}") for topic in ("chimney", "drill", "hose", "paint")
          for n in range(4)]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture()

@@ -51,16 +51,24 @@ def text_report(results: dict[str, Any]) -> str:
         cells += [f"{category_stats[a]['averages'].get('domain_relevance', 0):.3f}" for a in adapters]
         lines.append(f"  {category:<22} " + " → ".join(cells))
     for adapter in adapters:
-        deltas = sorted(((r[adapter]["metrics"].get("domain_relevance", 0) - r["base"]["metrics"].get(
-            "domain_relevance", 0), r) for r in results["results"]), key=lambda pair: pair[0])
+        gains, regressions = top_changes(results, adapter)
         lines += ["", f"Top 5 improvements ({adapter}):"]
         lines += [f"  {d:+.3f}  [{r['category']}] {r['prompt']!r} → {r[adapter]['response'][:80]!r}"
-                  for d, r in reversed(deltas[-5:]) if d > 0] or ["  none"]
+                  for d, r in gains] or ["  none"]
         lines += [f"Top 5 regressions ({adapter}):"]
         lines += [f"  {d:+.3f}  [{r['category']}] {r['prompt']!r} → {r[adapter]['response'][:80]!r}"
-                  for d, r in deltas[:5] if d < 0] or ["  none"]
+                  for d, r in regressions] or ["  none"]
         lines += ["", f"Recommendation ({adapter}): " + recommendation(results, adapter)]
     return "\n".join(lines) + "\n"
+
+
+def top_changes(results: dict[str, Any], adapter: str, n: int = 5) -> tuple[list[tuple[float, dict[str, Any]]],
+                                                                              list[tuple[float, dict[str, Any]]]]:
+    """The ``n`` prompts the adapter gained most on (largest first) and lost most on (worst first), as
+    (domain-relevance change, result row); prompts without a change are in neither list."""
+    deltas = sorted(((r[adapter]["metrics"].get("domain_relevance", 0) - r["base"]["metrics"].get(
+        "domain_relevance", 0), r) for r in results["results"]), key=lambda pair: pair[0])
+    return [pair for pair in reversed(deltas[-n:]) if pair[0] > 0], [pair for pair in deltas[:n] if pair[0] < 0]
 
 
 def recommendation(results: dict[str, Any], adapter: str) -> str:

@@ -117,7 +117,7 @@ st.header("LLM bench")
 llm_path = st.text_input("Results JSON of `embtune llm bench`", key="compare_llm_path").strip()
 if llm_path:
     with widgets.user_errors():
-        from core.llmbench.report import load_results, recommendation
+        from core.llmbench.report import load_results, recommendation, top_changes
 
         results = load_results(Path(llm_path).expanduser())
         adapters = list(results["metadata"]["adapters"])
@@ -140,10 +140,11 @@ if llm_path:
         st.caption("Error bars: 95 % paired-bootstrap interval of the adapter's score (base + Δ interval).")
         for adapter in adapters:
             st.info(f"{adapter}: " + recommendation(results, adapter))
-            deltas = sorted(((r[adapter]["metrics"].get("domain_relevance", 0) - r["base"]["metrics"].get(
-                "domain_relevance", 0), r["category"], r["prompt"]) for r in results["results"]), key=lambda t: t[0])
-            gains = pd.DataFrame([d for d in reversed(deltas[-5:]) if d[0] > 0], columns=["Δ", "category", "prompt"])
-            losses = pd.DataFrame([d for d in deltas[:5] if d[0] < 0], columns=["Δ", "category", "prompt"])
+            gained, lost = top_changes(results, adapter)
+            gains = pd.DataFrame([(d, r["category"], r["prompt"]) for d, r in gained],
+                                 columns=["Δ", "category", "prompt"])
+            losses = pd.DataFrame([(d, r["category"], r["prompt"]) for d, r in lost],
+                                  columns=["Δ", "category", "prompt"])
             left, right = st.columns(2)
             left.caption("Top gains")
             left.dataframe(gains, hide_index=True, width="stretch")
