@@ -9,6 +9,7 @@ refused before being kept when it is not CSV/JSONL/Parquet, is empty, or is over
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,19 @@ class ImportPreview:
         return not self.problems
 
 
-def save_upload(name: str, data: bytes, *, folder: str | Path, limit_mb: float = DEFAULT_UPLOAD_LIMIT_MB) -> Path:
-    """Keep an uploaded file in ``folder`` (atomically) after checking its type, emptiness and size."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def save_upload(name: str, data: bytes, *, folder: str | Path, limit_mb: float = DEFAULT_UPLOAD_LIMIT_MB,
+                suffixes: Iterable[str] = SUPPORTED_SUFFIXES, kind: str = "a CSV, JSONL or Parquet file") -> Path:
+    """Keep an uploaded file in ``folder`` (atomically) after checking its type (``suffixes``, described
+    as ``kind`` in the error), emptiness and size."""
     from storage.workspace import atomic_write_bytes
 
     suffix = Path(name).suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise DataError(f"{name}: not a CSV, JSONL or Parquet file (allowed endings: "
-                        f"{', '.join(sorted(SUPPORTED_SUFFIXES))})")
+    allowed = sorted(suffixes)
+    if suffix not in allowed:
+        raise DataError(f"{name}: not {kind} (allowed endings: {', '.join(allowed)})")
     if not data or not data.strip():
         raise DataError(f"{name}: the file is empty")
     if len(data) > limit_mb * 1024 * 1024:

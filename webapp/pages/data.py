@@ -46,7 +46,13 @@ else:
 
 # -- import ---------------------------------------------------------------------------------------
 st.header("Import")
-from core.data.importing import DEFAULT_UPLOAD_LIMIT_MB, preview_table, save_upload, table_columns  # noqa: E402
+from core.data.importing import (  # noqa: E402
+    DEFAULT_UPLOAD_LIMIT_MB,
+    IMAGE_SUFFIXES,
+    preview_table,
+    save_upload,
+    table_columns,
+)
 from core.errors import EmbtuneError  # noqa: E402
 
 limit_mb = float(st.session_state.get("upload_limit_mb", DEFAULT_UPLOAD_LIMIT_MB))
@@ -110,19 +116,15 @@ if name:
         left, right = st.columns([3, 1])
         query = left.text_input("Query", key="search_query")
         k = right.number_input("Results", min_value=1, max_value=100, value=5, key="search_k")
-        picture = st.file_uploader("…or search with an image", type=["png", "jpg", "jpeg", "webp"],
+        picture = st.file_uploader("…or search with an image", type=[x.lstrip(".") for x in IMAGE_SUFFIXES],
                                    key="search_image") if image_collection else None
         layout = st.radio("Show as", ["Table", "Cards"], horizontal=True, key="search_layout")
         hits = []
         if picture is not None:
-            import hashlib
-
             from core.images import check_upload
-            from storage.workspace import atomic_write_bytes
 
-            data = picture.getvalue()
-            kept = workspace.uploads_dir / f"{hashlib.sha256(data).hexdigest()[:16]}{Path(picture.name).suffix}"
-            atomic_write_bytes(kept, data)
+            kept = save_upload(picture.name, picture.getvalue(), folder=workspace.uploads_dir, limit_mb=limit_mb,
+                               suffixes=IMAGE_SUFFIXES, kind="a PNG, JPEG or WebP image")
             check_upload(kept, name=picture.name)
             collection = widgets.collection(name)
             hits = collection.search(collection.embedder.encode_images([kept]), int(k))
