@@ -13,7 +13,14 @@ embed in time. This measures, in one run, what it costs and what it buys:
 2. **Peak memory of the index build from parts** (``core.index.save_streamed``) at two sizes, in a
    fresh child process each (its peak RSS), on synthetic 384-d vectors written as parts of 50 000
    rows. Target: flat — it streams — while holding all vectors would grow by 1.5 KB per row.
-3. **Recall@10 against exact search and bytes per vector** of the large-collection kinds on the
+3. **Peak memory of the whole ``index_with_ray`` pipeline** (read shards, embed on 2 actors, write parts,
+   build the index, save the items) at the same two sizes, in a fresh child process that starts its own
+   Ray runtime: the driver's peak RSS and the peak proportional set size (PSS: shared pages, Ray's object
+   store included, counted once) of the driver and every process Ray started. The model here is a 384-d
+   ``StaticEmbedding`` on the bundled MiniLM tokenizer (random token vectors, averaged): it embeds thousands
+   of texts/s, so 400k rows take minutes rather than the ~100 min MiniLM takes on 2 cores; what the
+   pipeline holds depends on rows, dimension and block sizes, not on the model's depth. Target: flat.
+4. **Recall@10 against exact search and bytes per vector** of the large-collection kinds on the
    real embeddings from step 1 (base) and held-out texts (queries).
 
 Real texts: the bundled catalogue's names and descriptions, then MedQuAD questions and answer
@@ -23,11 +30,13 @@ Run from the repository root (the machine should be quiet: Ray's workers run at 
 
     .venv/bin/python benchmarks/distributed_index.py
     .venv/bin/python benchmarks/distributed_index.py --rows 12000 --memory-sizes 100000,400000 --plain-two-threads
+    .venv/bin/python benchmarks/distributed_index.py --steps 3      # only the pipeline's memory
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -44,6 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from _common import cpu_report, cpu_snapshot, machine_line
 from search import real_texts, synthetic
 
@@ -168,7 +178,106 @@ def build_memory(rows: int, kind: str, scratch: Path) -> dict[str, float]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-# -- 3. recall and bytes per vector --------------------------------------------------------------
+# -- 3. memory of the whole pipeline --------------------------------------------------------------
+
+
+def static_model_dir(folder: Path) -> Path:
+    """A 384-d ``StaticEmbedding`` model on the bundled MiniLM tokenizer, saved as a local model folder."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    from core.embedders import load_embedder
+
+    tokenizer = load_embedder("default", device="cpu", fallback=False, cache=False).model.tokenizer
+    torch.manual_seed(0)
+    SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=DIMENSION)],
+                        device="cpu").save(str(folder))
+    return folder
+
+
+def write_text_shards(texts: list[str], folder: Path, rows: int, shard_rows: int = 10_000) -> None:
+    """``rows`` rows of real texts (cycled, each with its row number so no two are equal) in Parquet shards."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, start in enumerate(range(0, rows, shard_rows)):
+        positions = range(start, min(rows, start + shard_rows))
+        pd.DataFrame({"id": [f"p{i}" for i in positions],
+                      "text": [f"{texts[i % len(texts)]} #{i}" for i in positions],
+                      "source": ["catalogue" if i % 3 == 0 else "medquad" for i in positions]}).to_parquet(
+            folder / f"shard-{number:04d}.parquet", index=False)
+
+
+def process_tree_pss() -> tuple[int, int]:
+    """(this process's PSS, the PSS of every process it started, Ray's included), in bytes."""
+    import psutil
+
+    me = psutil.Process()
+    others = 0
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            others += child.memory_full_info().pss
+    return me.memory_full_info().pss, others
+
+
+def pipeline_child(shards: Path, workspace_root: Path, model: Path, kind: str) -> None:
+    """Child process: ``index_with_ray`` on 2 actors; print seconds, the driver's peak RSS, the tree's peak PSS."""
+    import threading
+
+    import ray
+
+    from core.distributed import index_with_ray
+    from storage.db import Database
+    from storage.workspace import Workspace
+
+    workspace = Workspace.open(workspace_root)
+    db = Database(workspace.db_url())
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(workspace_root / "ray"), log_to_driver=False)
+    peaks = {"tree": 0, "others": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.25):
+            mine, others = process_tree_pss()
+            peaks["tree"] = max(peaks["tree"], mine + others)
+            peaks["others"] = max(peaks["others"], others)
+
+    baseline = sum(process_tree_pss())
+    Path("/proc/self/clear_refs").write_text("5")  # the driver's peak counts from here (imports, Ray started)
+    before = memory_status()["VmRSS"]
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    try:
+        report = index_with_ray(shards, collection="memory", text_column="text", id_column="id",
+                                workspace=workspace, db=db, model=str(model), fallback=False, workers=2, threads=1,
+                                index_kind=kind)
+    finally:
+        done.set()
+        sampler.join()
+        ray.shutdown()
+    print(json.dumps({"rows": report.count, "seconds": time.perf_counter() - start, "factory": report.index_factory,
+                      "driver_before": before, "driver_peak": memory_status()["VmHWM"],
+                      "tree_baseline": baseline, "tree_peak": peaks["tree"], "others_peak": peaks["others"]}))
+
+
+def pipeline_memory(rows: int, texts: list[str], model: Path, kind: str, scratch: Path) -> dict[str, float]:
+    shards = scratch / f"text-shards-{rows}"
+    write_text_shards(texts, shards, rows)
+    try:
+        result = subprocess.run([sys.executable, __file__, "--pipeline-child", str(shards),
+                                 str(scratch / f"ws-{rows}"), str(model), kind],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"pipeline child failed:\n{result.stderr[-3000:]}")
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(shards, ignore_errors=True)
+        shutil.rmtree(scratch / f"ws-{rows}", ignore_errors=True)
+
+
+# -- 4. recall and bytes per vector --------------------------------------------------------------
 
 
 def recall_table(base: np.ndarray, queries: np.ndarray) -> list[tuple[str, str, str, float, float, float]]:
@@ -209,11 +318,22 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--memory-sizes", default="100000,400000")
     parser.add_argument("--memory-kind", default="IVF256,PQ48")
+    parser.add_argument("--steps", default="1,2,3,4", help="steps to run, comma separated (4 needs 1)")
     parser.add_argument("--build-child", nargs=3, metavar=("PARTS", "OUT", "KIND"), help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline-child", nargs=4, metavar=("SHARDS", "WORKSPACE", "MODEL", "KIND"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build_child:
         build_child(Path(args.build_child[0]), Path(args.build_child[1]), args.build_child[2])
         return
+    if args.pipeline_child:
+        shards, workspace, model, kind = args.pipeline_child
+        pipeline_child(Path(shards), Path(workspace), Path(model), kind)
+        return
+    steps = {int(v) for v in args.steps.split(",") if v}
+    if 4 in steps and 1 not in steps:
+        parser.error("step 4 measures recall on step 1's embeddings: add step 1")
+    memory_sizes = [int(v) for v in args.memory_sizes.split(",") if v]
 
     import faiss
     import ray
@@ -231,54 +351,72 @@ def main() -> None:
     embedder = load_embedder("default", device="cpu", cache=False)
     scratch = Path(tempfile.mkdtemp(prefix="embtune-bench-", dir="/tmp"))
     try:
-        print("\n## 1. Encode rate (texts/s)\n")
-        rates = {"plain, 1 thread": plain_rate(embedder, base_texts, 1)}
-        if args.plain_two_threads:
-            rates["plain, 2 threads"] = plain_rate(embedder, base_texts, 2)
-        shards = scratch / "shards"
-        write_shards(base_texts, shards, args.shard_rows)
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(scratch / "ray"), log_to_driver=False)
-        try:
-            one = ray_rate(embedder, shards, scratch / "ws", workers=1, threads=1)
-            two = ray_rate(embedder, shards, scratch / "ws", workers=2, threads=1)
-        finally:
-            ray.shutdown()
-        plain = rates["plain, 1 thread"]
-        print("| engine | steady texts/s | end-to-end texts/s | end-to-end s | vs plain 1 thread (steady) |")
-        print("|---|---:|---:|---:|---:|")
-        for name, rate in rates.items():
-            print(f"| {name} | {rate:.0f} | {rate:.0f} | {len(base_texts) / rate:.1f} | {rate / plain:.2f} |")
-        for name, run in (("Ray, 1 actor × 1 thread", one), ("Ray, 2 actors × 1 thread", two)):
-            print(f"| {name} | {run['steady']:.0f} | {run['end_to_end']:.0f} | {run['seconds']:.1f} | "
-                  f"{run['steady'] / plain:.2f} |")
-        overhead = 1 - one["steady"] / plain
-        print(f"\nRay's steady overhead vs plain 1 thread: {overhead:.0%} (target ≤ 15 %); "
-              f"2 actors / 1 actor: steady {two['steady'] / one['steady']:.2f}×, end to end "
-              f"{two['end_to_end'] / one['end_to_end']:.2f}× (target ≥ 1.7×)")
-        per_core = max(plain, two["steady"] / 2)
-        print(f"per-core rate used for projections: {per_core:.0f} texts/s")
+        if 1 in steps:
+            print("\n## 1. Encode rate (texts/s)\n")
+            rates = {"plain, 1 thread": plain_rate(embedder, base_texts, 1)}
+            if args.plain_two_threads:
+                rates["plain, 2 threads"] = plain_rate(embedder, base_texts, 2)
+            shards = scratch / "shards"
+            write_shards(base_texts, shards, args.shard_rows)
+            ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(scratch / "ray"), log_to_driver=False)
+            try:
+                one = ray_rate(embedder, shards, scratch / "ws", workers=1, threads=1)
+                two = ray_rate(embedder, shards, scratch / "ws", workers=2, threads=1)
+            finally:
+                ray.shutdown()
+            plain = rates["plain, 1 thread"]
+            print("| engine | steady texts/s | end-to-end texts/s | end-to-end s | vs plain 1 thread (steady) |")
+            print("|---|---:|---:|---:|---:|")
+            for name, rate in rates.items():
+                print(f"| {name} | {rate:.0f} | {rate:.0f} | {len(base_texts) / rate:.1f} | {rate / plain:.2f} |")
+            for name, run in (("Ray, 1 actor × 1 thread", one), ("Ray, 2 actors × 1 thread", two)):
+                print(f"| {name} | {run['steady']:.0f} | {run['end_to_end']:.0f} | {run['seconds']:.1f} | "
+                      f"{run['steady'] / plain:.2f} |")
+            overhead = 1 - one["steady"] / plain
+            print(f"\nRay's steady overhead vs plain 1 thread: {overhead:.0%} (target ≤ 15 %); "
+                  f"2 actors / 1 actor: steady {two['steady'] / one['steady']:.2f}×, end to end "
+                  f"{two['end_to_end'] / one['end_to_end']:.2f}× (target ≥ 1.7×)")
+            per_core = max(plain, two["steady"] / 2)
+            print(f"per-core rate used for projections: {per_core:.0f} texts/s")
 
-        print("\n## 2. Peak memory of the index build from parts (child process, synthetic 384-d)\n")
-        print("| rows | factory | build s | RSS before build MiB | peak RSS during build MiB | build adds MiB | "
-              "all vectors would be MiB | index bytes/vector |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|")
-        for rows in [int(v) for v in args.memory_sizes.split(",") if v]:
-            result = build_memory(rows, args.memory_kind, scratch)
-            added = result["peak_rss"] - result["before_rss"]
-            print(f"| {rows:,} | {result['factory']} | {result['seconds']:.1f} | {result['before_rss'] / 2**20:.0f} | "
-                  f"{result['peak_rss'] / 2**20:.0f} | {added / 2**20:.0f} | {rows * DIMENSION * 4 / 2**20:.0f} | "
-                  f"{result['index_bytes_per_vector']:.1f} |")
+        if 2 in steps:
+            print("\n## 2. Peak memory of the index build from parts (child process, synthetic 384-d)\n")
+            print("| rows | factory | build s | RSS before build MiB | peak RSS during build MiB | build adds MiB | "
+                  "all vectors would be MiB | index bytes/vector |")
+            print("|---:|---|---:|---:|---:|---:|---:|---:|")
+            for rows in memory_sizes:
+                result = build_memory(rows, args.memory_kind, scratch)
+                added = result["peak_rss"] - result["before_rss"]
+                print(f"| {rows:,} | {result['factory']} | {result['seconds']:.1f} | "
+                      f"{result['before_rss'] / 2**20:.0f} | {result['peak_rss'] / 2**20:.0f} | "
+                      f"{added / 2**20:.0f} | {rows * DIMENSION * 4 / 2**20:.0f} | "
+                      f"{result['index_bytes_per_vector']:.1f} |")
 
-        print("\n## 3. Recall@10 vs exact search, bytes per vector (real embeddings from step 1)\n")
-        from core.index import Collection
+        if 3 in steps:
+            print("\n## 3. Peak memory of the whole index_with_ray pipeline (child process, 2 actors, "
+                  "StaticEmbedding 384-d)\n")
+            model = static_model_dir(scratch / "static-model")
+            print("| rows | factory | seconds | rows/s | driver RSS before MiB | driver peak RSS MiB | "
+                  "Ray processes peak PSS MiB | all processes peak PSS MiB | all vectors would be MiB |")
+            print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+            for rows in memory_sizes:
+                result = pipeline_memory(rows, texts, model, args.memory_kind, scratch)
+                print(f"| {rows:,} | {result['factory']} | {result['seconds']:.1f} | "
+                      f"{rows / result['seconds']:.0f} | {result['driver_before'] / 2**20:.0f} | "
+                      f"{result['driver_peak'] / 2**20:.0f} | {result['others_peak'] / 2**20:.0f} | "
+                      f"{result['tree_peak'] / 2**20:.0f} | {rows * DIMENSION * 4 / 2**20:.0f} |")
 
-        base = Collection.load(two["collection"]).vectors
-        queries = embedder.encode(query_texts, show_progress=False)
-        print(f"base: {len(base)} vectors (the Ray run's collection), {len(queries)} queries\n")
-        print("| kind | factory | search params | recall@10 | index bytes/vector | ms/query (batch) |")
-        print("|---|---|---|---:|---:|---:|")
-        for kind, factory, params, recall, bytes_per_vector, ms in recall_table(base, queries):
-            print(f"| {kind} | {factory} | {params} | {recall:.3f} | {bytes_per_vector:.1f} | {ms:.3f} |")
+        if 4 in steps:
+            print("\n## 4. Recall@10 vs exact search, bytes per vector (real embeddings from step 1)\n")
+            from core.index import Collection
+
+            base = Collection.load(two["collection"]).vectors
+            queries = embedder.encode(query_texts, show_progress=False)
+            print(f"base: {len(base)} vectors (the Ray run's collection), {len(queries)} queries\n")
+            print("| kind | factory | search params | recall@10 | index bytes/vector | ms/query (batch) |")
+            print("|---|---|---|---:|---:|---:|")
+            for kind, factory, params, recall, bytes_per_vector, ms in recall_table(base, queries):
+                print(f"| {kind} | {factory} | {params} | {recall:.3f} | {bytes_per_vector:.1f} | {ms:.3f} |")
     finally:
         for _ in range(5):  # Ray's exiting processes may still write session logs under scratch for a moment
             shutil.rmtree(scratch, ignore_errors=True)

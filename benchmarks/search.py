@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"# search benchmark: {machine_line()}; faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
     print(f"# embtune defaults: AUTO_FLAT_MAX_ITEMS={core_index.AUTO_FLAT_MAX_ITEMS}, HNSW_M={core_index.HNSW_M}, "
-          f"HNSW_EF_CONSTRUCTION={core_index.HNSW_EF_CONSTRUCTION}, HNSW_EF_SEARCH={core_index.HNSW_EF_SEARCH}, "
+          f"HNSW_EF_CONSTRUCTION={core_index.HNSW_EF_CONSTRUCTION}, HNSW_EF_SEARCH={core_index.HNSW_EF_SEARCH} "
+          f"({core_index.HNSW_EF_SEARCH_LARGE} from {core_index.HNSW_LARGE_FROM_ITEMS:,} items), "
           f"IVF_NPROBE_FRACTION={core_index.IVF_NPROBE_FRACTION:g}")
     print(f"# {args.queries} queries per dataset, k={args.k}; batch = one search_many / index.search call over all "
           f"queries, median of {args.rounds} interleaved rounds; single = one query per call, embtune and faiss "

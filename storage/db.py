@@ -10,6 +10,7 @@ not in a UI session.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -37,6 +38,9 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from core.errors import StorageError
+
+# Items per INSERT statement when a collection is saved (bounds the rows held in memory at once).
+ITEM_INSERT_CHUNK = 5_000
 
 
 def utcnow() -> dt.datetime:
@@ -289,7 +293,10 @@ class Database:
                 for key, value in fields.items():
                     setattr(record, key, value)
                 session.execute(delete(ItemRecord).where(ItemRecord.collection_id == record.id))
-            rows = [
+            # Inserted in chunks within the one transaction: a collection of millions of items (a Ray-built
+            # one streams them from its parts) never has all its rows in memory at once.
+            rows = iter(items)
+            while chunk := [
                 {
                     "collection_id": record.id,
                     "item_key": item["item_key"],
@@ -297,10 +304,9 @@ class Database:
                     "image_path": item.get("image_path"),
                     "metadata_json": dict(item.get("metadata_json") or {}),
                 }
-                for item in items
-            ]
-            if rows:
-                session.execute(ItemRecord.__table__.insert(), rows)
+                for item in itertools.islice(rows, ITEM_INSERT_CHUNK)
+            ]:
+                session.execute(ItemRecord.__table__.insert(), chunk)
             record.item_count = session.scalar(
                 select(func.count()).select_from(ItemRecord).where(ItemRecord.collection_id == record.id)
             ) or 0

@@ -14,7 +14,14 @@ import pytest
 
 from core.embedders import load_embedder
 from core.errors import CollectionError, DimensionMismatchError
-from core.index import AUTO_FLAT_MAX_ITEMS, Collection, resolve_index_kind
+from core.index import (
+    AUTO_FLAT_MAX_ITEMS,
+    HNSW_EF_SEARCH,
+    HNSW_EF_SEARCH_LARGE,
+    HNSW_LARGE_FROM_ITEMS,
+    Collection,
+    resolve_index_kind,
+)
 
 
 def unit_vectors(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
@@ -50,6 +57,15 @@ def test_every_index_kind_finds_exact_matches(kind: str) -> None:
 def test_auto_kind_switches_from_flat_by_size() -> None:
     assert resolve_index_kind("auto", 1000, 384)[0] == "Flat"
     assert resolve_index_kind("auto", AUTO_FLAT_MAX_ITEMS + 1, 384)[0].startswith("HNSW")
+
+
+def test_large_hnsw_graphs_search_with_the_smaller_ef_that_keeps_one_query_under_a_millisecond() -> None:
+    # docs/benchmarks.md, search.py at 1M: efSearch 96 took 1.10 ms per query, 80 0.93 ms (recall@10 0.971).
+    assert resolve_index_kind("auto", 100_000, 384)[1]["efSearch"] == HNSW_EF_SEARCH
+    assert resolve_index_kind("hnsw", HNSW_LARGE_FROM_ITEMS - 1, 384)[1]["efSearch"] == HNSW_EF_SEARCH
+    assert resolve_index_kind("auto", 1_000_000, 384) == (
+        "HNSW32", {"efSearch": HNSW_EF_SEARCH_LARGE, "efConstruction": 80})
+    assert HNSW_EF_SEARCH_LARGE < HNSW_EF_SEARCH
 
 
 def test_unknown_index_kind_is_refused_with_the_choices() -> None:

@@ -53,6 +53,25 @@ def test_collection_and_items_round_trip(db: Database) -> None:
     assert db.get_collection("catalogue") is None and db.collection_items("catalogue") == []
 
 
+def test_items_are_inserted_in_chunks_and_a_source_failing_midway_keeps_the_previous_items(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("storage.db.ITEM_INSERT_CHUNK", 3)  # 8 items: three INSERTs in the one transaction
+    fields = {"name": "big", "model_spec": "default", "model_fingerprint": "f" * 64, "dimension": 384,
+              "index_kind": "auto", "path": "/tmp/big"}
+    record = db.save_collection(fields, ({"item_key": f"P{i}", "text": f"item {i}"} for i in range(8)))
+    assert record.item_count == 8
+    assert [item.item_key for item in db.collection_items("big")] == [f"P{i}" for i in range(8)]
+
+    def dies_after_five() -> Iterator[dict[str, str]]:
+        yield from ({"item_key": f"Q{i}", "text": f"new {i}"} for i in range(5))
+        raise OSError("parts folder vanished")
+
+    with pytest.raises(OSError, match="vanished"):
+        db.save_collection({**fields, "dimension": 256}, dies_after_five())
+    assert [item.item_key for item in db.collection_items("big")] == [f"P{i}" for i in range(8)]
+    assert db.get_collection("big").dimension == 384
+
+
 def test_labels_keep_annotator_time_and_refuse_bad_scores(db: Database) -> None:
     db.add_labels([{"collection_name": "c", "query": "дымо ход", "item_key": "P1", "score": 1.0, "annotator": "ana"},
                    {"collection_name": "c", "query": "дымо ход", "item_key": "P2", "score": 0.5, "annotator": "bo"}])
