@@ -29,6 +29,7 @@ sentences from ../shared/data/medquad when present (read in place, never copied)
 Run from the repository root (the machine should be quiet: Ray's workers run at nice 15)::
 
     .venv/bin/python benchmarks/distributed_index.py
+    .venv/bin/python benchmarks/distributed_index.py --rows 20000 --steps 1,4   # docs' tables 1 and 4
     .venv/bin/python benchmarks/distributed_index.py --rows 12000 --memory-sizes 100000,400000 --plain-two-threads
     .venv/bin/python benchmarks/distributed_index.py --steps 3      # only the pipeline's memory
 """

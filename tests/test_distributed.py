@@ -1,11 +1,13 @@
 """Large collections: IVF-PQ with exact re-ranking, collections built from shards, and Ray Data indexing.
 
 The Ray tests start one real local runtime for the module (2 CPUs, never mocked) and index a small
-sharded corpus with a tiny model; each pipeline run costs a few seconds of actor start-up.
+sharded corpus with a tiny model; each pipeline run costs a few seconds of actor start-up. One test starts a
+two-node cluster with `ray start`, as README says, and indexes on it from a driver process of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -207,32 +209,6 @@ def open_db(workspace_dir: Path):
     return workspace, Database(workspace.db_url())
 
 
-def test_ray_index_of_shards_equals_the_single_process_index(ray_runtime, run_cli, workspace_dir: Path,
-                                                             sharded_corpus, tiny_model_dir: Path) -> None:
-    from core.distributed import index_with_ray
-
-    whole, folder = sharded_corpus
-    local = run_cli("index", str(whole), "--collection", "local", "--text-column", "title", "--id-column", "sku",
-                    "--model", str(tiny_model_dir))
-    assert local.code == 0, local.err
-    workspace, db = open_db(workspace_dir)
-    # 16-row batches: each shard is several batches, spread over the 2 actors.
-    report = index_with_ray(folder, collection="ray", text_column="title", id_column="sku", workspace=workspace,
-                            db=db, model=str(tiny_model_dir), workers=2, batch_rows=16)
-
-    single = Collection.load(workspace.collection_dir("local"))
-    sharded = Collection.load(report.path)
-    assert report.count == CORPUS_ROWS and sharded.ids == single.ids
-    np.testing.assert_allclose(sharded.vectors, single.vectors, atol=1e-5)
-    assert [sharded.item(i) for i in sharded.ids] == [single.item(i) for i in single.ids]
-    assert sharded.info.model_fingerprint == single.info.model_fingerprint
-    assert db.get_collection("ray").item_count == CORPUS_ROWS
-    found = run_cli("search", "ray", "garden hose", "-k", "3")
-    assert found.code == 0 and found.out == run_cli("search", "local", "garden hose", "-k", "3").out
-    parts = sorted(p.name for p in (workspace.collection_dir("ray") / "shards").iterdir())
-    assert parts == [f"part-{i:05d}.parquet" for i in range(4)]
-
-
 def dying_actor(marker: Path) -> type:
     """An embedding actor whose process kills itself (SIGKILL) on its second batch, once per test."""
     from core.distributed import EmbedActor
@@ -365,3 +341,109 @@ def test_stale_part_is_embedded_again(tmp_path: Path) -> None:
         with ray_runtime("no-port"):
             pass
     assert json.loads(record)["source"] == str(source.resolve())
+
+
+# -- a two-node cluster, started the way README says ------------------------------------------------
+
+CLUSTER_DRIVER = """
+import sys
+import time
+from pathlib import Path
+
+import ray
+
+from core.distributed import EmbedActor, index_with_ray
+from storage.db import Database
+from storage.workspace import Workspace
+
+folder, workspace_dir, model, address, seen = sys.argv[1:6]
+
+
+class RecordsItsNode(EmbedActor):
+    def __init__(self, *args, **kwargs):
+        Path(seen, "started-on-" + ray.get_runtime_context().get_node_id()).touch()
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, batch):
+        Path(seen, "embedded-on-" + ray.get_runtime_context().get_node_id()).touch()
+        time.sleep(0.5)  # a tiny model is too fast: the first actor would take every batch before the other starts
+        return super().__call__(batch)
+
+
+workspace = Workspace.open(Path(workspace_dir))
+report = index_with_ray(Path(folder), collection="cluster", text_column="title", id_column="sku",
+                        workspace=workspace, db=Database(workspace.db_url()), model=model, workers=2,
+                        batch_rows=16, ray_address=address, actor_class=RecordsItsNode)
+print(report.count, report.path)
+"""
+
+
+def stop_ray_processes_under(folder: Path) -> None:
+    """Kill the processes of the cluster whose files are in ``folder`` (``ray stop`` would stop every Ray here)."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(str(folder) in part for part in process.info["cmdline"] or []):
+                process.kill()
+
+
+def test_two_node_cluster_from_ray_start_embeds_on_both_nodes_and_equals_the_single_process_index(
+        run_cli, workspace_dir: Path, tmp_path: Path, sharded_corpus, tiny_model_dir: Path) -> None:
+    """README's recipe on one machine: `ray start` twice (one CPU per node), a token, a driver of its own.
+
+    Each actor needs 0.9 CPU, so the two actors cannot share a node; the driver records where they ran.
+    """
+    import subprocess
+
+    from tests.conftest import free_port
+
+    whole, folder = sharded_corpus
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    temp_dir = Path(tempfile.mkdtemp(prefix="embtune-2n-", dir="/tmp"))  # short: Ray's socket paths have a limit
+    # README's token step; a home of the test's own, so that ~/.ray/auth_token is not the user's.
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    generated = subprocess.run([ray_cli, "get-auth-token", "--generate"], env=env, capture_output=True, text=True,
+                               timeout=60)
+    assert generated.returncode == 0 and (tmp_path / "home" / ".ray" / "auth_token").is_file(), generated.stderr
+    address = f"127.0.0.1:{free_port()}"
+    seen = tmp_path / "nodes"
+    seen.mkdir()
+    try:
+        head = subprocess.run([ray_cli, "start", "--head", f"--port={address.split(':')[1]}", "--num-cpus=1",
+                               "--node-ip-address=127.0.0.1", "--include-dashboard=false", f"--temp-dir={temp_dir}"],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert head.returncode == 0, head.stderr[-2000:]
+        second = subprocess.run([ray_cli, "start", f"--address={address}", "--num-cpus=1",
+                                 "--node-ip-address=127.0.0.1"], env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 0, second.stderr[-2000:]
+        driver = subprocess.run([sys.executable, "-c", CLUSTER_DRIVER, str(folder), str(workspace_dir),
+                                 str(tiny_model_dir), address, str(seen)], env=env, capture_output=True, text=True,
+                                timeout=240, cwd=Path(__file__).resolve().parents[1])
+        assert driver.returncode == 0, driver.stderr[-3000:]
+    finally:
+        stop_ray_processes_under(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    marks = {p.name for p in seen.iterdir()}
+    started = {name.removeprefix("started-on-") for name in marks if name.startswith("started-on-")}
+    embedded = {name.removeprefix("embedded-on-") for name in marks if name.startswith("embedded-on-")}
+    assert len(started) == 2, "the two actors did not start on two nodes"
+    assert embedded == started, "one of the nodes embedded nothing"
+    count, path = driver.stdout.split()[-2:]
+    assert int(count) == CORPUS_ROWS
+    local = run_cli("index", str(whole), "--collection", "local", "--text-column", "title", "--id-column", "sku",
+                    "--model", str(tiny_model_dir))
+    assert local.code == 0, local.err
+    workspace, db = open_db(workspace_dir)
+    single = Collection.load(workspace.collection_dir("local"))
+    sharded = Collection.load(Path(path))
+    assert sharded.ids == single.ids
+    np.testing.assert_allclose(sharded.vectors, single.vectors, atol=1e-5)
+    assert [sharded.item(i) for i in sharded.ids] == [single.item(i) for i in single.ids]
+    assert sharded.info.model_fingerprint == single.info.model_fingerprint
+    assert db.get_collection("cluster").item_count == CORPUS_ROWS
+    found = run_cli("search", "cluster", "garden hose", "-k", "3")
+    assert found.code == 0 and found.out == run_cli("search", "local", "garden hose", "-k", "3").out
+    parts = sorted(p.name for p in (workspace.collection_dir("cluster") / "shards").iterdir())
+    assert parts == [f"part-{i:05d}.parquet" for i in range(4)]
