@@ -147,7 +147,7 @@ def shoot(url: str, out: Path) -> None:
         save("data")
 
         page.get_by_role("link", name="Label").click()
-        annotator = page.get_by_label("Annotator")
+        annotator = page.get_by_label("Annotator", exact=True)
         annotator.fill("analyst")
         annotator.press("Enter")
         page.get_by_text("rank 1 · top-k").wait_for()

@@ -250,6 +250,25 @@ def test_train_page_offers_only_fitting_losses_and_shows_the_config(populated, t
     assert config["data"] == str(pairs) and config["loss"] == "mnrl"
 
 
+def test_train_page_reads_a_training_file_once_per_version(populated, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.training import launcher
+
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("anchor,positive\n" + "".join(f"q{i},item {i}\n" for i in range(12)), encoding="utf-8")
+    reads: list[str] = []
+    inspect = launcher.inspect_training_data
+    monkeypatch.setattr(launcher, "inspect_training_data", lambda data, **kw: reads.append(data) or inspect(data, **kw))
+    test = page("train", train_source="A file on this machine")
+    test.text_input(key="train_file").input(str(pairs)).run()
+    test.number_input(key="train_epochs").set_value(2.0).run()  # any widget change reruns the page
+    assert reads == [str(pairs)]
+    pairs.write_text(pairs.read_text(encoding="utf-8") + "q12,item 12\nq13,item 13\n", encoding="utf-8")
+    test.number_input(key="train_epochs").set_value(3.0).run()
+    no_traceback(test)
+    assert reads == [str(pairs)] * 2 and any("14 usable rows" in c for c in texts(test.caption))
+
+
 def test_training_with_too_few_pairs_is_a_message(populated, tmp_path: Path) -> None:
     pairs = tmp_path / "few.csv"
     pairs.write_text("anchor,positive\na,b\n", encoding="utf-8")

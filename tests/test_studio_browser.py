@@ -110,7 +110,7 @@ def test_import_label_train_and_map_in_a_real_browser(studio, tmp_path: Path, ti
 
             # 2. Label: three pairs with the buttons, each saved at once.
             page.get_by_role("link", name="Label").click()
-            annotator = page.get_by_label("Annotator")
+            annotator = page.get_by_label("Annotator", exact=True)
             annotator.fill("browser-test")
             annotator.press("Enter")
             page.get_by_text("Type a query").click()

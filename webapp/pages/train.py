@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import altair as alt
 import pandas as pd
@@ -36,10 +37,33 @@ else:
     data = "bundled:catalogue"
     collection = "catalogue" if "catalogue" in names else None
 
+
+
+def source_version(data: str) -> tuple[int, int, int] | None:
+    """(files, bytes, newest change) of a training file or dataset folder; None for labels in storage (they
+    change with every click on the Label page, and reading them is a query) and for paths that do not exist."""
+    if data.startswith("bundled:"):
+        return 0, 0, 0
+    path = Path(data).expanduser()
+    if data.startswith("labels:") or not path.exists():
+        return None
+    stats = [f.stat() for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file()]
+    return len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the training data…")
+def inspect_training_file(data: str, version: tuple[int, int, int]) -> dict:
+    """Read and checked once per version of the file: every widget change reruns this page, and a file of a
+    million pairs takes seconds to read. Errors are not cached, so a fixed file is read again."""
+    return launcher.inspect_training_data(data, db=None)
+
+
 found = None
 if data:
     with widgets.user_errors():
-        found = launcher.inspect_training_data(data, db=db)
+        version = source_version(data)
+        found = (launcher.inspect_training_data(data, db=db) if version is None
+                 else inspect_training_file(data, version))
         st.caption(f"{found['rows']} usable rows of {found['data_format']} data · "
                    + " · ".join(f"{k}: {v}" for k, v in found["counts"].items()))
         for warning in found["warnings"]:
