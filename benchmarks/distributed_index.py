@@ -78,14 +78,17 @@ def plain_rate(embedder, texts: list[str], threads: int) -> float:
         torch.set_num_threads(before)
 
 
-def write_shards(texts: list[str], folder: Path, shard_rows: int) -> None:
+def write_shards(texts: list[str], folder: Path, shard_rows: int, *, source_column: bool = False) -> None:
+    """``texts`` as Parquet shards with ids ``t0, t1, …``; ``source_column`` adds a metadata column."""
     import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
     for number, start in enumerate(range(0, len(texts), shard_rows)):
-        chunk = texts[start:start + shard_rows]
-        pd.DataFrame({"id": [f"t{start + i}" for i in range(len(chunk))], "text": chunk}).to_parquet(
-            folder / f"shard-{number:04d}.parquet", index=False)
+        positions = range(start, min(len(texts), start + shard_rows))
+        columns = {"id": [f"t{i}" for i in positions], "text": texts[start:start + shard_rows]}
+        if source_column:
+            columns["source"] = ["catalogue" if i % 3 == 0 else "medquad" for i in positions]
+        pd.DataFrame(columns).to_parquet(folder / f"shard-{number:04d}.parquet", index=False)
 
 
 def ray_rate(embedder, shards: Path, workspace_root: Path, *, workers: int, threads: int) -> dict[str, float]:
@@ -197,19 +200,6 @@ def static_model_dir(folder: Path) -> Path:
     return folder
 
 
-def write_text_shards(texts: list[str], folder: Path, rows: int, shard_rows: int = 10_000) -> None:
-    """``rows`` rows of real texts (cycled, each with its row number so no two are equal) in Parquet shards."""
-    import pandas as pd
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for number, start in enumerate(range(0, rows, shard_rows)):
-        positions = range(start, min(rows, start + shard_rows))
-        pd.DataFrame({"id": [f"p{i}" for i in positions],
-                      "text": [f"{texts[i % len(texts)]} #{i}" for i in positions],
-                      "source": ["catalogue" if i % 3 == 0 else "medquad" for i in positions]}).to_parquet(
-            folder / f"shard-{number:04d}.parquet", index=False)
-
-
 def process_tree_pss() -> tuple[int, int]:
     """(this process's PSS, the PSS of every process it started, Ray's included), in bytes."""
     import psutil
@@ -244,7 +234,6 @@ def pipeline_child(shards: Path, workspace_root: Path, model: Path, kind: str) -
             peaks["tree"] = max(peaks["tree"], mine + others)
             peaks["others"] = max(peaks["others"], others)
 
-    baseline = sum(process_tree_pss())
     Path("/proc/self/clear_refs").write_text("5")  # the driver's peak counts from here (imports, Ray started)
     before = memory_status()["VmRSS"]
     sampler = threading.Thread(target=sample, daemon=True)
@@ -260,12 +249,13 @@ def pipeline_child(shards: Path, workspace_root: Path, model: Path, kind: str) -
         ray.shutdown()
     print(json.dumps({"rows": report.count, "seconds": time.perf_counter() - start, "factory": report.index_factory,
                       "driver_before": before, "driver_peak": memory_status()["VmHWM"],
-                      "tree_baseline": baseline, "tree_peak": peaks["tree"], "others_peak": peaks["others"]}))
+                      "tree_peak": peaks["tree"], "others_peak": peaks["others"]}))
 
 
 def pipeline_memory(rows: int, texts: list[str], model: Path, kind: str, scratch: Path) -> dict[str, float]:
     shards = scratch / f"text-shards-{rows}"
-    write_text_shards(texts, shards, rows)
+    # Real texts cycled to ``rows``, each with its row number so that no two are equal.
+    write_shards([f"{texts[i % len(texts)]} #{i}" for i in range(rows)], shards, 10_000, source_column=True)
     try:
         result = subprocess.run([sys.executable, __file__, "--pipeline-child", str(shards),
                                  str(scratch / f"ws-{rows}"), str(model), kind],
