@@ -209,7 +209,7 @@ class EmbedActor:
                 raise ModelLoadError(f"model {self.embedder.spec} on node {socket.gethostname()} has other weights "
                                      "than on the driver: install the same model on every node")
             self.checked = True
-        vectors = self.embedder.encode(batch.column("text").to_pylist(), show_progress=False)
+        vectors = self.embedder.encode_document(batch.column("text").to_pylist(), show_progress=False)
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
         return batch.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
 

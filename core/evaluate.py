@@ -259,9 +259,9 @@ def evaluate_retrieval(
     item_ids = list(data.corpus)
     query_ids = list(data.queries)
     with ProgressReporter("evaluate", len(dimensions) + 2, callback=progress, cancel=cancel) as reporter:
-        corpus_vectors = base.encode([data.corpus[i] for i in item_ids], cancel=cancel)
+        corpus_vectors = base.encode_document([data.corpus[i] for i in item_ids], cancel=cancel)
         reporter.advance(1, "corpus embedded")
-        query_vectors = base.encode([data.queries[q] for q in query_ids], cancel=cancel)
+        query_vectors = base.encode_query([data.queries[q] for q in query_ids], cancel=cancel)
         reporter.advance(1, "queries embedded")
         metrics: dict[str, float] = {}
         per_query: dict[int, dict[str, dict[str, float]]] = {}

@@ -196,9 +196,9 @@ def sentences_per_second(embedder: Any, texts: Sequence[str], batch_size: int = 
     """Texts encoded per second, after one warm-up batch; the embedder must not cache (``cache=False``)."""
     if not texts:
         return float("nan")
-    embedder.encode(list(texts[:batch_size]), batch_size=batch_size, show_progress=False)
+    embedder.encode_document(list(texts[:batch_size]), batch_size=batch_size, show_progress=False)
     started = time.perf_counter()
-    embedder.encode(list(texts), batch_size=batch_size, show_progress=False)
+    embedder.encode_document(list(texts), batch_size=batch_size, show_progress=False)
     return len(texts) / max(time.perf_counter() - started, 1e-9)
 
 

@@ -232,7 +232,7 @@ class Collection:
     ) -> Collection:
         """Embed texts with ``embedder`` and build a collection (the common way in)."""
         collection = cls(embedder.dimension, index_kind=index_kind, embedder=embedder, model_spec=model_spec)
-        vectors = embedder.encode(list(texts), progress=progress, cancel=cancel, show_progress=show_progress)
+        vectors = embedder.encode_document(list(texts), progress=progress, cancel=cancel, show_progress=show_progress)
         collection.add(ids, vectors, texts=texts, metadata=metadata)
         return collection
 
@@ -292,7 +292,7 @@ class Collection:
         if vectors is None:
             if texts is None or self.embedder is None:
                 raise CollectionError("upsert needs vectors, or texts and a collection embedder")
-            vectors = self.embedder.encode(list(texts))
+            vectors = self.embedder.encode_document(list(texts))
         vectors = self._checked_vectors(vectors, len(ids))
         texts = list(texts) if texts is not None else [None] * len(ids)
         metadata = [_json_safe(dict(m)) for m in metadata] if metadata is not None else [{} for _ in ids]
@@ -442,7 +442,7 @@ class Collection:
             return self._checked_vectors(queries, len(queries))
         if self.embedder is None:
             raise CollectionError("searching by text needs the collection's embedder (load it with a model)")
-        return self._checked_vectors(self.embedder.encode(list(queries)), len(queries))
+        return self._checked_vectors(self.embedder.encode_query(list(queries)), len(queries))
 
     def _allowed_positions(self, filter: Filter) -> np.ndarray:
         if callable(filter):
@@ -488,7 +488,7 @@ class Collection:
                 f"collection has {len(missing)} items without stored text (e.g. {missing[0]!r}); "
                 f"it cannot be re-embedded with {embedder.model_id}"
             )
-        vectors = embedder.encode(list(self._texts), progress=progress, cancel=cancel) if self._ids else \
+        vectors = embedder.encode_document(list(self._texts), progress=progress, cancel=cancel) if self._ids else \
             np.empty((0, embedder.dimension), dtype=np.float32)
         self.info.dimension = embedder.dimension
         self._vectors = np.empty((0, embedder.dimension), dtype=np.float32)

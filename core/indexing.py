@@ -25,6 +25,7 @@ from typing import Any
 from core.data.formats import read_table
 from core.data.validate import require_columns, validate_items
 from core.embedders import Embedder, is_clip_spec, is_screen_spec, load_embedder
+from core.embedders.registry import DEFAULT_MODEL, known_model_by_id
 from core.errors import CollectionError, DataError, DimensionMismatchError, ImageError
 from core.images import ImageInput, check_image_files
 from core.index import Collection, Filter, SearchHit, check_k
@@ -192,8 +193,9 @@ def open_collection(
     is refused with a message, unless ``rebuild`` re-embeds the stored texts and saves.
     """
     record = collection_record(name, db)
-    embedder = embedder or load_embedder(record.model_spec, device=device)
     collection = Collection.load(record.path)
+    embedder = embedder or load_embedder(recorded_model_spec(record.model_spec, collection.info.model_id),
+                                         device=device)
     if embedder.fingerprint != collection.info.model_fingerprint or embedder.dimension != collection.dimension:
         if rebuild and (is_clip_spec(record.model_spec) or is_screen_spec(record.model_spec)):
             raise CollectionError(f"collection {name!r} holds images, which cannot be re-embedded from stored text: "
@@ -213,6 +215,19 @@ def open_collection(
                             for i in map(collection.item, collection.ids)))
     collection.embedder = embedder
     return collection
+
+
+def recorded_model_spec(model_spec: str, model_id: str) -> str:
+    """The spec that loads the model a collection was built with.
+
+    ``default`` named all-MiniLM-L6-v2 before the multilingual default; a collection built then keeps its model
+    (its recorded model id says which), so nothing is re-embedded or refused behind a user's back.
+    """
+    if model_spec == DEFAULT_MODEL:
+        known = known_model_by_id(model_id)
+        if known is not None:
+            return known.key
+    return model_spec
 
 
 def search_collection(

@@ -104,8 +104,8 @@ def propose_candidates(
 
 def _ranks_by(embedder: Any, query: str, texts: list[str]) -> np.ndarray:
     """0-based rank of each text under ``embedder`` (cosine to the query)."""
-    vectors = embedder.encode(texts)
-    query_vector = embedder.encode([query])[0]
+    vectors = embedder.encode_document(texts)
+    query_vector = embedder.encode_query([query])[0]
     order = np.argsort(-(vectors @ query_vector), kind="stable")
     ranks = np.empty(len(texts), dtype=int)
     ranks[order] = np.arange(len(texts))

@@ -121,7 +121,8 @@ def compute_map(
         if vectors_file is not None and vectors_file.is_file():
             result.vectors = np.load(vectors_file)
         if result.vectors is None or len(result.vectors) != len(positions):
-            result.vectors = np.asarray(embedder.encode([text or "" for text in result.texts]), dtype=np.float32)
+            result.vectors = np.asarray(embedder.encode_document([text or "" for text in result.texts]),
+                                        dtype=np.float32)
             if vectors_file is not None:
                 with atomic_path(vectors_file) as tmp, open(tmp, "wb") as handle:
                     np.save(handle, result.vectors)

@@ -126,7 +126,7 @@ class ScreenSearch:
             if hasattr(embedder, "image_notes"):
                 notes = list(embedder.image_notes(picture))
         else:
-            vector = np.asarray(embedder.encode([text.strip()], show_progress=False), dtype=np.float32)[0]
+            vector = np.asarray(embedder.encode_query([text.strip()], show_progress=False), dtype=np.float32)[0]
         result = match_vector(collection, vector, k, threshold=self.threshold, field=self.field,
                               model_fingerprint=getattr(embedder, "fingerprint", None))
         found = [FoundWorkflow(m.workflow_id, m.score, m.item_id,

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from core.errors import EmbtuneError
+from embtune.models_cli import models_app
 
 app = typer.Typer(
     name="embtune",
@@ -155,12 +156,14 @@ def search_command(
 @app.command("embed")
 def embed_command(
     text: Annotated[str, typer.Argument(help="text to embed")],
-    model: Annotated[str, typer.Option("--model", help="default, a local folder or a hub id")] = "default",
+    model: Annotated[str, typer.Option("--model", help="default, minilm, a local folder or a hub id")] = "default",
     device: Annotated[str, typer.Option("--device")] = "auto",
     truncate_dim: Annotated[int | None, typer.Option("--truncate-dim", help="Matryoshka dimension")] = None,
     no_fallback: Annotated[bool, typer.Option("--no-fallback")] = False,
     repeat: Annotated[int, typer.Option("--repeat", help="embed N times to see the cache at work")] = 1,
     backend: BackendOption = None,
+    side: Annotated[str, typer.Option("--side", help="query or document: which of the model's prompts to apply")]
+    = "query",
 ) -> None:
     """Debug one embedding: model, dimension, norm, first values, time, cache hit."""
     import numpy as np
@@ -175,7 +178,7 @@ def embed_command(
     for attempt in range(max(1, repeat)):
         hits_before = embedder.cache.stats().hits if embedder.cache is not None else 0
         started = time.perf_counter()
-        vector = embedder.encode(text)
+        vector = embedder.encode(text, side=side)
         elapsed_ms = (time.perf_counter() - started) * 1000
         hit = embedder.cache is not None and embedder.cache.stats().hits > hits_before
         if attempt == 0:
@@ -184,6 +187,8 @@ def embed_command(
                                                               if getattr(embedder, "backend", "torch") != "torch"
                                                               else ""))
             typer.echo(f"dimension:  {embedder.dimension}")
+            prompt = embedder.prompt_for(side)
+            typer.echo(f"side:       {side}" + (f" (prompt {prompt!r})" if prompt else " (the model has no prompts)"))
             typer.echo(f"norm:       {float(np.linalg.norm(vector)):.6f}")
             typer.echo(f"first:      {np.array2string(vector[:8], precision=4, separator=', ')}")
         typer.echo(f"time:       {elapsed_ms:.3f} ms  cache hit: {'yes' if hit else 'no'}")
@@ -401,6 +406,7 @@ negatives_app = typer.Typer(help="Review mined hard negatives.", no_args_is_help
 adapters_app = typer.Typer(help="LoRA adapters: list and merge.", no_args_is_help=True)
 app.add_typer(negatives_app, name="negatives")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(models_app, name="models")
 
 
 @negatives_app.command("review")

@@ -65,6 +65,25 @@ def tiny_model_dir_48(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny48"), hidden_size=48, seed=1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def converted_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the converted default (multilingual-e5-small) across the session: every test's workspace
+    would otherwise convert it again. Converted on first use, as for a user; subprocesses inherit the variable."""
+    from core.embedders.registry import ENV_CONVERTED_MODELS
+
+    folder = Path(os.environ.get(ENV_CONVERTED_MODELS) or tmp_path_factory.mktemp("converted-models"))
+    os.environ[ENV_CONVERTED_MODELS] = str(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_embedder():
+    """all-MiniLM-L6-v2: half the layers of the default, for tests where only the plumbing matters."""
+    from core.embedders import load_embedder
+
+    return load_embedder("minilm", device="cpu", fallback=False)
+
+
 @pytest.fixture(scope="session")
 def bundled_embedder():
     from core.embedders import load_embedder

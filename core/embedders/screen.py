@@ -37,8 +37,8 @@ from urllib.parse import parse_qsl
 import numpy as np
 from PIL import Image, ImageFilter
 
+from core.embedders.base import Embedder, Side, normalize_rows
 from core.embedders.cache import CacheKey, EmbeddingCache
-from core.embedders.text import normalize_rows
 from core.errors import EmbtuneError, ImageError, ModelLoadError
 from core.images import MAX_IMAGE_SIDE, ImageInput, describe_image, image_content_hash, read_image
 from core.ocr import (
@@ -54,7 +54,7 @@ from core.ocr import (
     read_text,
     shared_ocr_cache,
 )
-from core.progress import CancelToken, ProgressCallback, ProgressReporter
+from core.progress import CancelToken, ProgressCallback
 
 SCREEN_PREFIX = "screen:"
 # Layout weight w, from the bundled set (benchmarks/screen_set.py, docs/benchmarks.md): leave-one-out
@@ -135,7 +135,7 @@ def layout_vector(image: Image.Image) -> np.ndarray:
     return normalize_rows(vector[None, :])[0]
 
 
-class ScreenEmbedder:
+class ScreenEmbedder(Embedder):
     """OCR (tesseract) + a text embedder (+ layout); create it with ``load_embedder("screen:...")``."""
 
     modality = "image"
@@ -229,10 +229,14 @@ class ScreenEmbedder:
 
     # -- text queries ----------------------------------------------------------------------
 
-    def encode(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray:
+    @property
+    def prompts(self) -> dict[str, str]:
+        return self.text_embedder.prompts
+
+    def encode(self, texts: str | Sequence[str], *, side: Side | None = None, **kwargs: Any) -> np.ndarray:
         """Text queries through the text model, zero-padded over the layout part (unit length)."""
         single = isinstance(texts, str)
-        vectors = np.atleast_2d(np.asarray(self.text_embedder.encode(texts, **kwargs), dtype=np.float32))
+        vectors = np.atleast_2d(np.asarray(self.text_embedder.encode(texts, side=side, **kwargs), dtype=np.float32))
         padded = np.zeros((len(vectors), self.dimension), dtype=np.float32)
         padded[:, : self.text_dimension] = vectors
         return padded[0] if single else padded
@@ -267,30 +271,16 @@ class ScreenEmbedder:
         """Embed screenshots → (n, dimension); a bad image raises ``ImageError`` with its position."""
         single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
         items = self._items(images)
-        output = np.zeros((len(items), self.dimension), dtype=np.float32)
         hashes = [self._hash(image, position) for position, image in enumerate(items)]
-        keys: list[CacheKey] = [(self.fingerprint, None, h) for h in hashes]
-        missing = []
-        for position, key in enumerate(keys):
-            vector = self.cache.get(key) if self._caching else None
-            if vector is None:
-                missing.append(position)
-            else:
-                output[position] = vector
-        chunk = batch_size or self.batch_size
-        show_bar = len(missing) >= 200 if show_progress is None else show_progress
-        with ProgressReporter("encode", len(missing), callback=progress, cancel=cancel, show_bar=show_bar,
-                              unit="image") as reporter:
-            for start in range(0, len(missing), chunk):
-                positions = missing[start:start + chunk]
-                decoded = [self._decode(items[p], p) for p in positions]
-                readings = self._ocr([items[p] for p in positions], decoded, [hashes[p] for p in positions])
-                vectors = self._fuse(readings, decoded)
-                output[positions] = vectors
-                if self._caching:
-                    for position, vector in zip(positions, vectors, strict=True):
-                        self.cache.put(keys[position], vector)
-                reporter.advance(len(positions))
+        keys: list[CacheKey] = [self.cache_key(h, hashed=True) for h in hashes] if self.caching else []
+
+        def run(chunk: list[ImageInput], positions: list[int], batch: int) -> np.ndarray:
+            decoded = [self._decode(image, p) for image, p in zip(chunk, positions, strict=True)]
+            return self._fuse(self._ocr(chunk, decoded, [hashes[p] for p in positions]), decoded)
+
+        output = self._encode_cached(items, keys, run, task="encode", unit="image", batch_size=batch_size,
+                                     show_progress=show_progress, progress=progress, cancel=cancel,
+                                     chunk_batches=1, bar_from=200)
         return output[0] if single else output
 
     def _fuse(self, readings: list[OcrResult], decoded: list[Image.Image]) -> np.ndarray:
@@ -298,7 +288,9 @@ class ScreenEmbedder:
         text_vectors = np.zeros((len(texts), self.text_dimension), dtype=np.float32)
         with_text = [i for i, text in enumerate(texts) if text]
         if with_text:
-            encoded = self.text_embedder.encode([texts[i] for i in with_text], show_progress=False)
+            # A screenshot is what gets indexed and matched against: the document side, for query and item alike
+            # (two captures of one screen must land on the same vector).
+            encoded = self.text_embedder.encode([texts[i] for i in with_text], side="document", show_progress=False)
             text_vectors[with_text] = np.atleast_2d(encoded)
         if self.layout_weight <= 0:
             return text_vectors
@@ -330,10 +322,6 @@ class ScreenEmbedder:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
-
-    @property
-    def _caching(self) -> bool:
-        return self.cache is not None and self.cache.capacity > 0
 
     @staticmethod
     def _items(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:

@@ -8,32 +8,18 @@ dimensions and normalised again, which is how a Matryoshka-trained model is mean
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.embedders.cache import CacheKey, EmbeddingCache, content_hash
+from core.embedders.base import Embedder, normalize_rows
+from core.embedders.cache import EmbeddingCache
 from core.errors import EmbtuneError
-from core.progress import CancelToken, ProgressCallback, ProgressReporter
 
-# Inputs larger than this get a console bar when the caller did not say.
-PROGRESS_BAR_MIN_ITEMS = 1000
-# Texts are encoded in chunks so progress and cancel are checked between them; a chunk is
-# large enough that the model's own length-sorted batching still pays off.
-CHUNK_BATCHES = 16
 # Tensors with more elements than this are fingerprinted from an evenly spaced sample.
 _FINGERPRINT_FULL_LIMIT = 1 << 20
 _FINGERPRINT_SAMPLES = 1 << 14
-
-
-def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    """L2-normalise each row in place-safe fashion; zero rows stay zero."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    np.maximum(norms, 1e-12, out=norms)
-    return vectors / norms
 
 
 def weights_fingerprint(module: Any) -> str:
@@ -63,18 +49,7 @@ def embedding_dimension(model: Any) -> int:
     return int(getter())
 
 
-def text_items(texts: str | Sequence[str]) -> tuple[bool, list[str]]:
-    """(was it one text, the texts as a list): every embedder takes one text or many, and refuses a
-    non-string with its position rather than failing deep inside a tokenizer."""
-    single = isinstance(texts, str)
-    items = [texts] if single else list(texts)
-    for position, text in enumerate(items):
-        if not isinstance(text, str):
-            raise EmbtuneError(f"text #{position} is {type(text).__name__}, not a string")
-    return single, items
-
-
-class TextEmbedder:
+class TextEmbedder(Embedder):
     """Wraps a ``SentenceTransformer``; create it with ``core.embedders.load_embedder``."""
 
     modality = "text"
@@ -144,74 +119,16 @@ class TextEmbedder:
         twin._fingerprint = self._fingerprint
         return twin
 
-    def encode(
-        self,
-        texts: str | Sequence[str],
-        *,
-        batch_size: int | None = None,
-        show_progress: bool | None = None,
-        progress: ProgressCallback | None = None,
-        cancel: CancelToken | None = None,
-    ) -> np.ndarray:
-        """Embed texts → (n, dimension) float32, rows L2-normalised; cached texts skip the model."""
-        single, items = text_items(texts)
-        output = np.empty((len(items), self.dimension), dtype=np.float32)
-        keys = self._cache_keys(items)
-        missing = self._fill_from_cache(keys, output) if keys else list(range(len(items)))
-        if missing:
-            self._encode_missing(items, keys, missing, output, batch_size or self.batch_size,
-                                 show_progress, progress, cancel)
-        return output[0] if single else output
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The sentence-transformers model's query/document prompts (``{}`` for a model without them)."""
+        return {side: prompt for side, prompt in (getattr(self.model, "prompts", None) or {}).items()
+                if side in ("query", "document") and prompt}
 
-    def _cache_keys(self, items: list[str]) -> list[CacheKey]:
-        """One key per text, or none at all when caching is off."""
-        if self.cache is None or self.cache.capacity == 0:
-            return []
-        fingerprint, truncate_dim = self.fingerprint, self.truncate_dim
-        return [(fingerprint, truncate_dim, content_hash(text)) for text in items]
-
-    def _fill_from_cache(self, keys: list[CacheKey], output: np.ndarray) -> list[int]:
-        missing = []
-        for position, key in enumerate(keys):
-            vector = self.cache.get(key)
-            if vector is None:
-                missing.append(position)
-            else:
-                output[position] = vector
-        return missing
-
-    def _encode_missing(
-        self,
-        items: list[str],
-        keys: list[CacheKey],
-        missing: list[int],
-        output: np.ndarray,
-        batch_size: int,
-        show_progress: bool | None,
-        progress: ProgressCallback | None,
-        cancel: CancelToken | None,
-    ) -> None:
-        # Sort by length across the whole input (not only inside one chunk) so padding stays low.
-        order = sorted(missing, key=lambda position: -len(items[position]))
-        chunk = batch_size * CHUNK_BATCHES
-        show_bar = len(order) >= PROGRESS_BAR_MIN_ITEMS if show_progress is None else show_progress
-        with ProgressReporter("encode", len(order), callback=progress, cancel=cancel, show_bar=show_bar,
-                              unit="text") as reporter:
-            for start in range(0, len(order), chunk):
-                positions = order[start:start + chunk]
-                raw = self.model.encode(
-                    [items[p] for p in positions],
-                    batch_size=batch_size,
-                    show_progress_bar=False,
-                    convert_to_numpy=True,
-                    truncate_dim=self.truncate_dim,
-                )
-                vectors = normalize_rows(raw)
-                output[positions] = vectors
-                if keys:
-                    for position, vector in zip(positions, vectors, strict=False):
-                        self.cache.put(keys[position], vector)
-                reporter.advance(len(positions))
+    def _run_texts(self, texts: list[str], prompt: str, batch_size: int) -> np.ndarray:
+        raw = self.model.encode(texts, prompt=prompt or None, batch_size=batch_size, show_progress_bar=False,
+                                convert_to_numpy=True, truncate_dim=self.truncate_dim)
+        return normalize_rows(raw)
 
     def __repr__(self) -> str:
         dim = f", truncate_dim={self.truncate_dim}" if self.truncate_dim else ""

@@ -305,7 +305,9 @@ def _add_similarities(records: list[dict[str, Any]], loaded: LoadedModel, config
             for record, value in zip(records, sims, strict=True):
                 record[adapter]["hidden_similarity_to_base"] = float(value)
         if embedder is not None:
-            a, b = embedder.encode([t or " " for t in base_texts]), embedder.encode([t or " " for t in adapter_texts])
+            # Two answers compared with each other: a symmetric task, which e5-style models read as queries.
+            a = embedder.encode_query([t or " " for t in base_texts])
+            b = embedder.encode_query([t or " " for t in adapter_texts])
             for record, value in zip(records, np.sum(a * b, axis=1), strict=True):
                 record[adapter]["embedding_similarity_to_base"] = float(value)
 

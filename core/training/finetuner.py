@@ -259,7 +259,7 @@ class LightweightFineTuner:
     def search(self, query: str, k: int = 5) -> list[SearchHit]:
         """Text search in the serving collection (through the text tower for image models)."""
         serving = self.serving
-        return serving.collection.search(serving.embedder.encode([query]), k)
+        return serving.collection.search(serving.embedder.encode_query([query]), k)
 
     # -- confirmations ----------------------------------------------------------------------
 
@@ -542,7 +542,7 @@ class LightweightFineTuner:
         if self.modality == "image":
             vectors = embedder.encode_images([item["metadata"]["image_path"] for item in items], show_progress=False)
         else:
-            vectors = embedder.encode([item["text"] or "" for item in items], show_progress=False)
+            vectors = embedder.encode_document([item["text"] or "" for item in items], show_progress=False)
         rebuilt = Collection(embedder.dimension, index_kind=old.info.index_kind, embedder=embedder,
                              model_spec=embedder.spec)
         rebuilt.add(ids, vectors, texts=[item["text"] for item in items], metadata=[item["metadata"] for item in items])
@@ -571,7 +571,7 @@ class LightweightFineTuner:
             return np.asarray(embedder.encode_images(list(inputs), show_progress=False), dtype=np.float32)
         if not all(isinstance(value, str) for value in inputs):
             raise EmbtuneError(f"collection {self.name!r} holds texts: give a text, not an image")
-        return np.asarray(embedder.encode(list(inputs), show_progress=False), dtype=np.float32)
+        return np.asarray(embedder.encode_query(list(inputs), show_progress=False), dtype=np.float32)
 
     def _store_input(self, input: ImageInput | str) -> str:
         """Texts are stored as they are; images are validated and copied into the workspace (by content)."""

@@ -70,11 +70,11 @@ class EmbtuneEmbeddings(BaseModel, Embeddings):
         """One vector per text, in order."""
         if not texts:
             return []
-        return self._embedder.encode(list(texts)).tolist()
+        return self._embedder.encode_document(list(texts)).tolist()
 
     def embed_query(self, text: str) -> list[float]:
-        """The query's vector (embtune models embed queries and documents the same way)."""
-        return self._embedder.encode(text).tolist()
+        """The query's vector: the model's query prompt applied (documents get the document prompt)."""
+        return self._embedder.encode_query(text).tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """``embed_documents`` in a worker thread: encoding is blocking CPU/GPU work."""

@@ -59,16 +59,16 @@ class EmbtuneEmbedding(BaseEmbedding):
         return self._embedder
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embedder.encode(query).tolist()
+        return self._embedder.encode_query(query).tolist()
 
     def _get_text_embedding(self, text: str) -> list[float]:
-        return self._embedder.encode(text).tolist()
+        return self._embedder.encode_document(text).tolist()
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         # One encode call for the whole batch, not one per text as the base class would do.
         if not texts:
             return []
-        return self._embedder.encode(list(texts)).tolist()
+        return self._embedder.encode_document(list(texts)).tolist()
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
         # Encoding blocks; a worker thread keeps the event loop free for other requests.

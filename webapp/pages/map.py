@@ -90,7 +90,7 @@ with widgets.user_errors():
             placement = None
             if query:
                 encoder = other or collection.embedder
-                placement = place_query(emap, encoder.encode([query])[0])
+                placement = place_query(emap, encoder.encode_query([query])[0])
             title = f"{label}: {emap.method.upper()} of {len(emap.ids)} points" + (
                 f" (sample of {emap.total})" if emap.sampled else "")
             for note in emap.notes:
