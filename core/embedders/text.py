@@ -38,6 +38,9 @@ def weights_fingerprint(module: Any) -> str:
             digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
             if flat.numel() > _FINGERPRINT_FULL_LIMIT:
                 index = torch.linspace(0, flat.numel() - 1, _FINGERPRINT_SAMPLES, device=flat.device).long()
+                # float32 rounds the last sample past the end for tensors of ~2^24+ elements (a 250k vocabulary);
+                # clamping keeps every fingerprint already recorded for smaller tensors as it was.
+                index.clamp_(max=flat.numel() - 1)
                 flat = flat[index]
             digest.update(flat.float().cpu().numpy().tobytes())
     return digest.hexdigest()
