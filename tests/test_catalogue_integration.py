@@ -54,6 +54,15 @@ def test_chimney_query_finds_a_chimney_item_in_top_3(catalogue, query: str) -> N
     assert any(hit.metadata["category"] == "chimneys_stoves" for hit in hits), [h.text for h in hits]
 
 
+@pytest.mark.parametrize(("query", "expected"), [("шуруповерт акамуляторный", "Шуруповерт аккумуляторный"),
+                                               ("cordles dril", "Cordless drill")])
+def test_default_model_ranks_the_right_product_first_for_misspelt_queries_before_training(
+        catalogue, query: str, expected: str) -> None:
+    workspace, db = catalogue
+    hits = search_collection("catalogue", query, k=1, workspace=workspace, db=db)
+    assert hits[0].text.startswith(expected), hits[0].text
+
+
 def test_search_filter_on_catalogue_metadata(catalogue) -> None:
     workspace, db = catalogue
     hits = search_collection("catalogue", "drill", k=5, workspace=workspace, db=db, filter={"lang": "ru"})

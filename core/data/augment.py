@@ -168,10 +168,12 @@ def mine_negatives(model: Any, frame: pd.DataFrame, corpus: Sequence[str], *, nu
     from sentence_transformers.util import mine_hard_negatives
 
     pairs = frame[["anchor", "positive"]].drop_duplicates().reset_index(drop=True)
+    prompts = getattr(model, "prompts", None) or {}  # mined the way search ranks: query prompt vs document prompt
     mined = mine_hard_negatives(
         datasets.Dataset.from_pandas(pairs, preserve_index=False), model, corpus=list(corpus),
         range_max=range_max, num_negatives=num_negatives, sampling_strategy="top", output_format="n-tuple",
-        output_scores=True, batch_size=batch_size, verbose=False,
+        output_scores=True, batch_size=batch_size, verbose=False, query_prompt=prompts.get("query") or None,
+        corpus_prompt=prompts.get("document") or None,
     )
     relevant: dict[str, set[str]] = {}
     scored = frame if "score" in frame.columns else frame.assign(score=1.0)

@@ -144,6 +144,20 @@ def retrieval_set_for(frame: pd.DataFrame, corpus: dict[str, str], name: str,
     return RetrievalSet(name, queries, corpus, qrels, kinds)
 
 
+# Which side each column a loss reads is on: the model's query prompt goes to the first, its document prompt to the
+# items (a class label's text is compared with texts like itself, which e5-style models read as queries).
+QUERY_COLUMNS = ("anchor", "sentence1", "text")
+DOCUMENT_COLUMNS = ("positive", "negative", "sentence2")
+
+
+def column_prompts(model_prompts: dict[str, str] | None, columns: list[str]) -> dict[str, str]:
+    """The trainer's ``prompts`` argument: each text column gets its side's prompt, as search will apply them."""
+    prompts = model_prompts or {}
+    chosen = {column: prompts.get("query", "") for column in QUERY_COLUMNS if column in columns}
+    chosen |= {column: prompts.get("document", "") for column in DOCUMENT_COLUMNS if column in columns}
+    return {column: prompt for column, prompt in chosen.items() if prompt}
+
+
 def loss_dataset(frame: pd.DataFrame, loss: str, data_format: str, relevance_threshold: float) -> Any:
     """The columns, in order, that the chosen sentence-transformers loss reads."""
     import datasets

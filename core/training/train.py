@@ -24,6 +24,7 @@ import pandas as pd
 
 from core.data.split import split_by_group
 from core.data.training_data import (
+    column_prompts,
     group_column_for,
     load_training_data,
     loss_dataset,
@@ -149,9 +150,11 @@ def train(
                              f"positive or labelled relevant ({used})")
     evaluator = _validation_evaluator(validation_set, dims, metric_for_best) if evaluate_epochs else None
     bridge = ProgressBridge(progress=progress, cancel=cancel)
+    train_dataset = loss_dataset(train_frame, loss_name, data.data_format, config.relevance_threshold)
+    args.prompts = column_prompts(getattr(model, "prompts", None), train_dataset.column_names) or None
     trainer = SentenceTransformerTrainer(
         model=model, args=args,
-        train_dataset=loss_dataset(train_frame, loss_name, data.data_format, config.relevance_threshold),
+        train_dataset=train_dataset,
         loss=build_loss(loss_name, model, matryoshka_dims=config.matryoshka_dims,
                         mini_batch_size=config.mini_batch_size, matryoshka_weights=config.matryoshka_weights),
         evaluator=evaluator, callbacks=[bridge],
