@@ -7,6 +7,7 @@ its shared library); where the engine cannot run here the test says why and skip
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import random
 from pathlib import Path
@@ -75,7 +76,7 @@ def test_charsmap_maps_every_codepoint_as_the_engines_normalisation_map_does(e5_
 def _explained(text: str, engine: list[int], ours: list[int], tokenizer, e5_file) -> str | None:
     """Why two segmentations differ, if it is one of the known, harmless reasons."""
     unk = e5_file.unk_id
-    if any(a == b == unk for a, b in zip(engine, engine[1:], strict=False)):
+    if any(a == b == unk for a, b in itertools.pairwise(engine)):
         return "a run of unknown characters: one <unk> each in the engine, fused into one by tokenizers"
     if any(literal in text for literal in ("<unk>", "<s>", "</s>", "<pad>", "<mask>")):
         return "a literal special-token name in the text"
@@ -200,7 +201,8 @@ def test_a_collection_built_when_default_meant_minilm_keeps_minilm(tmp_path: Pat
 
     workspace = Workspace.open(tmp_path / "ws")
     db = Database(workspace.db_url())
-    rows = list(csv.DictReader(open(CATALOGUE / "products.csv", encoding="utf-8")))[:30]
+    with open(CATALOGUE / "products.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[:30]
     source = tmp_path / "few.csv"
     with open(source, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
