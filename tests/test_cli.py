@@ -150,7 +150,7 @@ def test_collection_built_with_another_model_is_refused(indexed, run_cli, worksp
 def test_check_setup_prints_status_lines(run_cli, workspace_dir: Path) -> None:
     result = run_cli("check-setup", "--skip-model")
     assert result.code == 0, result.out
-    for name in ("Python", "torch", "CUDA", "faiss-cpu", "sentence-transformers", "bundled model", "workspace",
+    for name in ("Python", "torch", "CUDA", "faiss-cpu", "sentence-transformers", "default model", "workspace",
                  "database"):
         assert any(line[2:].startswith(name) for line in result.out.splitlines()), name
     assert all(line[0] in "✓⚠✗" for line in result.out.splitlines())

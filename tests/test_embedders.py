@@ -58,10 +58,10 @@ def test_hub_id_that_cannot_load_falls_back_with_one_warning(caplog: pytest.LogC
         embedder = load_embedder("someone/not-a-real-model-xyz", device="cpu")
         again = load_embedder("someone/not-a-real-model-xyz", device="cpu")
     assert embedder.fell_back and again.fell_back
-    assert embedder.model_id == "sentence-transformers/all-MiniLM-L6-v2"
+    assert embedder.model_id == "intfloat/multilingual-e5-small" and embedder.spec == "default"
     warnings = [r for r in caplog.records if "someone/not-a-real-model-xyz" in r.getMessage()]
     assert len(warnings) == 1
-    assert "fallback model sentence-transformers/all-MiniLM-L6-v2" in warnings[0].getMessage()
+    assert "fallback model intfloat/multilingual-e5-small" in warnings[0].getMessage()
 
 
 def test_fallback_can_be_disabled() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from core import labelling
+from core.embedders.base import Embedder
 from core.errors import DataError, EmbtuneError
 from core.index import Collection
 
@@ -25,16 +26,24 @@ class Label:
     created_at: dt.datetime | None = None
 
 
-class KeywordEmbedder:
-    """Vectors from word counts over a fixed vocabulary: rankings a test can predict."""
+class KeywordEmbedder(Embedder):
+    """Vectors from word counts over a fixed vocabulary: rankings a test can predict (through the real encode loop
+    every embedder shares; no prompts, so queries and documents read the same)."""
 
     def __init__(self, vocabulary: list[str], fingerprint: str = "kw") -> None:
         self.vocabulary = vocabulary
-        self.fingerprint = fingerprint
+        self._fingerprint = fingerprint
         self.model_id = fingerprint
-        self.dimension = len(vocabulary)
 
-    def encode(self, texts, **_kwargs) -> np.ndarray:
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def dimension(self) -> int:
+        return len(self.vocabulary)
+
+    def _run_texts(self, texts: list[str], prompt: str, batch_size: int) -> np.ndarray:
         rows = np.array([[text.lower().split().count(word) + 0.01 for word in self.vocabulary] for text in texts],
                         dtype=np.float32)
         return rows / np.linalg.norm(rows, axis=1, keepdims=True)
