@@ -36,7 +36,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 RUN_CANDIDATES = ("/tmp/cat/weighted", "/tmp/cat/hn-clean")
 RUN_NAME = "catalogue-tuned"
-QUERY = "дымо ход"
+QUERY = "шуруповерт акамуляторный"  # misspelt Russian: the default model ranks the right product first
 TIMEOUT_MS = 300_000
 
 

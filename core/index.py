@@ -844,6 +844,11 @@ def _file_check(path: Path) -> dict[str, int]:
     return {"size": path.stat().st_size, "crc32": crc}
 
 
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """A saved collection's manifest (what ``Collection.load`` checks first), without loading the collection."""
+    return _read_manifest(Path(folder))
+
+
 def _read_manifest(folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))

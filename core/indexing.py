@@ -28,7 +28,7 @@ from core.embedders import Embedder, is_clip_spec, is_screen_spec, load_embedder
 from core.embedders.registry import DEFAULT_MODEL, known_model_by_id
 from core.errors import CollectionError, DataError, DimensionMismatchError, ImageError
 from core.images import ImageInput, check_image_files
-from core.index import Collection, Filter, SearchHit, check_k
+from core.index import Collection, Filter, SearchHit, check_k, read_manifest
 from core.progress import CancelToken, ProgressCallback
 from storage.db import Database
 from storage.workspace import Workspace
@@ -259,12 +259,17 @@ def search_collection(
 
 
 def describe_collections(db: Database) -> list[dict[str, Any]]:
-    """One row per collection, as ``embtune collections`` and the studio list them."""
+    """One row per collection, as ``embtune collections`` and the studio list them.
+
+    ``model`` is the spec that loads its model (a collection built when ``default`` meant MiniLM says ``minilm``),
+    ``model_id`` the model's name from the collection's manifest.
+    """
     return [
         {
             "name": r.name,
             "size": r.item_count,
-            "model": r.model_spec,
+            "model": recorded_model_spec(r.model_spec, model_id := _manifest_model_id(r.path)),
+            "model_id": model_id,
             "dimension": r.dimension,
             "index_kind": r.index_kind,
             "updated": r.updated_at.isoformat(timespec="seconds") if r.updated_at else None,
@@ -272,6 +277,13 @@ def describe_collections(db: Database) -> list[dict[str, Any]]:
         }
         for r in db.list_collections()
     ]
+
+
+def _manifest_model_id(path: str) -> str:
+    try:
+        return str(read_manifest(path).get("model_id") or "")
+    except CollectionError:
+        return ""  # a missing or torn manifest is reported when the collection is opened, not in a listing
 
 
 def delete_collection(name: str, *, workspace: Workspace, db: Database) -> None:

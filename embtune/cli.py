@@ -212,7 +212,8 @@ def collections_command(
     header = f"{'name':<24} {'size':>8} {'dim':>5} {'index':<10} model"
     typer.echo(header)
     for row in rows:
-        typer.echo(f"{row['name']:<24} {row['size']:>8} {row['dimension']:>5} {row['index_kind']:<10} {row['model']}")
+        model = row["model"] + (f" ({row['model_id']})" if row["model_id"] and row["model_id"] != row["model"] else "")
+        typer.echo(f"{row['name']:<24} {row['size']:>8} {row['dimension']:>5} {row['index_kind']:<10} {model}")
 
 
 @app.command("check-setup")

@@ -216,4 +216,6 @@ def test_a_collection_built_when_default_meant_minilm_keeps_minilm(tmp_path: Pat
     assert collection.embedder.spec == "minilm"
     assert collection.embedder.fingerprint == minilm_embedder.fingerprint
     assert collection.search("chimney cleaning brush", 1)[0].text.startswith("Chimney cleaning brush")
-    assert describe_collections(db)[0]["model"] == "default"  # the record is left as the user made it
+    listed = describe_collections(db)[0]
+    assert (listed["model"], listed["model_id"]) == ("minilm", "sentence-transformers/all-MiniLM-L6-v2")
+    assert db.get_collection("old").model_spec == "default"  # the record is left as the user made it

@@ -114,7 +114,7 @@ if name:
         record = db.get_collection(name)
         image_collection = record is not None and record.model_spec.startswith(("clip:", "screen:"))
         left, right = st.columns([3, 1])
-        query = left.text_input("Query", key="search_query")
+        query = left.text_input("Query", key="search_query", placeholder="e.g. шуруповерт акамуляторный")
         k = right.number_input("Results", min_value=1, max_value=100, value=5, key="search_k")
         picture = st.file_uploader("…or search with an image", type=[x.lstrip(".") for x in IMAGE_SUFFIXES],
                                    key="search_image") if image_collection else None
