@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"   skipped: {tokens['skipped']}\n")
     else:
         print(f"   identical: {tokens['identical']}/{tokens['texts']} = {tokens['identical_pct']:.2f}%")
-        print(f"   {'count':>5}  reason")
+        print(f"   {'count':>5}  reason" if tokens["reasons"] else "   no differences")
         for reason, count in tokens["reasons"].items():
             print(f"   {count:>5}  {reason}")
         for text in tokens["unexplained"]:
