@@ -55,7 +55,8 @@ _ENGINE_FIX = {
 # Where the exported files go inside a model folder (sentence-transformers' layout) and their names.
 ONNX_FILE = "onnx/model.onnx"
 ONNX_OPTIMIZED_FILE = "onnx/model_O2.onnx"
-ONNX_INT8_GLOB = "onnx/model_qint8_*.onnx"
+# optimum names the file by its weight type, which follows the CPU preset: qint8 for avx512_vnni, quint8 for avx2.
+ONNX_INT8_GLOB = "onnx/model_*int8_*.onnx"
 OPENVINO_FILE = "openvino/openvino_model.xml"
 OPENVINO_INT8_FILE = "openvino/openvino_model_qint8_quantized.xml"
 # Static quantisation needs examples of real inputs; fewer than this many makes poor activation ranges.
@@ -329,7 +330,10 @@ def _export_onnx_int8(folder: Path, staging: Path) -> None:
 
     preset = cpu_quantization_config()
     export_dynamic_quantized_onnx_model(_plain_onnx(folder, staging), preset, str(staging))
-    _move_in(staging, folder, f"onnx/model_qint8_{preset}.onnx")
+    written = sorted(staging.glob(ONNX_INT8_GLOB))
+    if not written:  # a library change, not a user mistake
+        raise RuntimeError(f"the onnx-int8 export ({preset}) wrote no {ONNX_INT8_GLOB} file")
+    _move_in(staging, folder, written[0].relative_to(staging).as_posix())
 
 
 def _export_openvino(folder: Path, staging: Path) -> None:
