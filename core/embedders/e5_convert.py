@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,38 +141,25 @@ def _write_folder(e5: E5File, staging: Path, say: Callable[[str], None]) -> None
     # weights fingerprint, and with it every cache key and collection check, each time the folder is rebuilt).
     state["pooler.dense.weight"] = torch.zeros(e5.hidden, e5.hidden)
     state["pooler.dense.bias"] = torch.zeros(e5.hidden)
-    buffers = {name: buffer for name, buffer in BertModel(bert_config(e5)).state_dict().items()
-               if name not in state} if _has_persistent_buffers(model) else {}
     try:
-        model.load_state_dict({**state, **buffers}, strict=True, assign=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise ModelLoadError(f"{e5.path}: its tensors do not fit a BertModel: {str(exc).splitlines()[0]}") from exc
     model.eval()
     say("  weights dequantised; writing tokenizer and sentence-transformers folder ...")
     model.save_pretrained(hf_folder, safe_serialization=True)
     _hf_tokenizer(e5).save_pretrained(hf_folder)
-    transformer = Transformer(str(hf_folder), max_seq_length=e5.max_positions - 2 + 2)
+    transformer = Transformer(str(hf_folder), max_seq_length=e5.max_positions)
     pooling = Pooling(e5.hidden, pooling_mode="mean", include_prompt=True)
     st_model = SentenceTransformer(modules=[transformer, pooling, Normalize()], prompts=dict(E5_PROMPTS),
                                    default_prompt_name=None, similarity_fn_name="cosine", device="cpu")
     st_model.save(str(staging), create_model_card=False)
-    _remove_tree(hf_folder)
+    shutil.rmtree(hf_folder)
     (staging / "README.md").write_text(model_card(e5), encoding="utf-8")
     (staging / SOURCE_RECORD).write_text(json.dumps({
         "source": str(e5.path), "source_sha256": _sha256(e5.path), "source_bytes": e5.path.stat().st_size,
         "converter_version": CONVERTER_VERSION, "hub_id": E5_HUB_ID, "weights": "Q4_0 dequantised to float32",
     }, indent=2), encoding="utf-8")
-
-
-def _has_persistent_buffers(model: Any) -> bool:
-    parameters = {name for name, _ in model.named_parameters()}
-    return any(name not in parameters for name in model.state_dict())
-
-
-def _remove_tree(folder: Path) -> None:
-    import shutil
-
-    shutil.rmtree(folder)
 
 
 def _sha256(path: Path) -> str:
