@@ -25,6 +25,7 @@ from typing import Any
 from core.data.formats import read_table
 from core.data.validate import require_columns, validate_items
 from core.embedders import Embedder, is_clip_spec, is_screen_spec, load_embedder
+from core.embedders.backends import backend_spec, split_backend_spec
 from core.embedders.registry import DEFAULT_MODEL, known_model_by_id
 from core.errors import CollectionError, DataError, DimensionMismatchError, ImageError
 from core.images import ImageInput, check_image_files
@@ -221,13 +222,14 @@ def recorded_model_spec(model_spec: str, model_id: str) -> str:
     """The spec that loads the model a collection was built with.
 
     ``default`` named all-MiniLM-L6-v2 before the multilingual default; a collection built then keeps its model
-    (its recorded model id says which), so nothing is re-embedded or refused behind a user's back.
+    (its recorded model id says which), so nothing is re-embedded or refused behind a user's back. A serving
+    backend prefix (``openvino:default``) stays.
     """
-    if model_spec == DEFAULT_MODEL:
-        known = known_model_by_id(model_id)
-        if known is not None:
-            return known.key
-    return model_spec
+    backend, bare = split_backend_spec(model_spec)
+    known = known_model_by_id(model_id) if bare == DEFAULT_MODEL else None
+    if known is None:
+        return model_spec
+    return backend_spec(known.key, backend)
 
 
 def search_collection(

@@ -194,6 +194,16 @@ def test_convert_e5_writes_a_complete_folder_anywhere_and_refuses_to_overwrite(r
     assert again.code == 1 and "already exists and is not empty" in again.err
 
 
+def test_recorded_default_specs_resolve_by_the_model_the_collection_recorded() -> None:
+    from core.indexing import recorded_model_spec
+
+    minilm, e5 = "sentence-transformers/all-MiniLM-L6-v2", "intfloat/multilingual-e5-small"
+    assert recorded_model_spec("default", minilm) == "minilm"
+    assert recorded_model_spec("openvino-int8:default", minilm) == "openvino-int8:minilm"
+    assert recorded_model_spec("default", e5) == "default"
+    assert recorded_model_spec("/models/mine", "/models/mine") == "/models/mine"
+
+
 def test_a_collection_built_when_default_meant_minilm_keeps_minilm(tmp_path: Path, minilm_embedder) -> None:
     from core.indexing import describe_collections, index_file, open_collection
     from storage.db import CollectionRecord, Database
