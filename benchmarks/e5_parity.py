@@ -83,7 +83,7 @@ def token_parity(folder: Path, texts: list[str], prefix: str) -> dict:
     unexplained = []
     for text, engine_ids, our_ids in zip(texts, engine, ours, strict=True):
         if engine_ids != our_ids:
-            reason = _explained(text, engine_ids, our_ids, tokenizer, e5_file)
+            reason = _explained(text, engine_ids, our_ids, e5_file)
             reasons[reason or "UNEXPLAINED"] += 1
             if reason is None:
                 unexplained.append(text)

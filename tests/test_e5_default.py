@@ -73,7 +73,7 @@ def test_charsmap_maps_every_codepoint_as_the_engines_normalisation_map_does(e5_
     assert wrong == []
 
 
-def _explained(text: str, engine: list[int], ours: list[int], tokenizer, e5_file) -> str | None:
+def _explained(text: str, engine: list[int], ours: list[int], e5_file) -> str | None:
     """Why two segmentations differ, if it is one of the known, harmless reasons."""
     unk = e5_file.unk_id
     if any(a == b == unk for a, b in itertools.pairwise(engine)):
@@ -99,7 +99,7 @@ def test_token_ids_equal_the_engines_for_99_percent_of_1000_varied_texts(tmp_pat
     texts += ["x" * 50, "<unk> literal", "한국어 ⿰⿱ 𓀀𓀁 text", "e\u0301te\u0301 cafe\u0301", "ﬁne ﬀ ①② ＡＢＣ"]
     engine = engine_token_ids(binary, E5_BIN, texts, prefix="query: ")
     ours = tokenizer([f"query: {text}" for text in texts], truncation=False)["input_ids"]
-    differences = [(text, _explained(text, e, o, tokenizer, e5_file)) for text, e, o in zip(texts, engine, ours,
+    differences = [(text, _explained(text, e, o, e5_file)) for text, e, o in zip(texts, engine, ours,
                                                                                             strict=True) if e != o]
     identical = 1 - len(differences) / len(texts)
     assert len(texts) >= 1000 and identical >= 0.99, differences[:10]

@@ -86,7 +86,7 @@ def bert_state_dict(e5: E5File) -> dict[str, Any]:
         for short, name in _LAYER_NORMS.items():
             state[f"{prefix}{name}.weight"] = e5.tensor(f"l{layer}.{short}.w", (hidden,))
             state[f"{prefix}{name}.bias"] = e5.tensor(f"l{layer}.{short}.b", (hidden,))
-    return {name: torch.from_numpy(array.copy()) for name, array in state.items()}
+    return {name: torch.from_numpy(array) for name, array in state.items()}  # each a fresh array, never the map
 
 
 def _hf_tokenizer(e5: E5File) -> Any:
