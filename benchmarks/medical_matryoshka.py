@@ -47,6 +47,7 @@ VARIANTS = {
     "full": {},
     "lora": {"lora": True, "lora_r": 16, "lora_alpha": 32, "learning_rate": 5e-4},
     "cached": {"loss": "cached_mnrl", "batch_size": 128, "mini_batch_size": 32},
+    "cached-s50": {"loss": "cached_mnrl", "batch_size": 128, "mini_batch_size": 32, "loss_scale": 50.0},
     "torchrun": {},  # the full fine-tune, launched as 2 processes
 }
 

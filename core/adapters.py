@@ -41,12 +41,10 @@ def adapter_folder(run_or_path: str, db: Any = None) -> tuple[Path, str | None]:
     """A run name (``run:NAME`` or ``NAME``) or a folder → the adapter folder and the run name."""
     name = run_or_path[4:] if run_or_path.startswith("run:") else run_or_path
     if db is not None and not Path(run_or_path).exists():
-        from storage.db import RunStore
+        from core.training.runs import resolve_run
 
-        run = RunStore(db).get(name)
-        if run is None or not run.model_path:
-            raise EmbtuneError(f"no training run named {name!r} (and no folder {run_or_path!r})")
-        return Path(run.model_path), name
+        run = resolve_run(f"run:{name}", db)
+        return Path(run.model_path), run.name
     return Path(run_or_path), None
 
 

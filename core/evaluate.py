@@ -492,22 +492,6 @@ def saved_reports(folder: str | Path) -> list[Path]:
     return sorted(folder.glob(f"{REPORT_PREFIX}*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def resolve_model_spec(spec: str, db: Any = None) -> str:
-    """``run:NAME`` → that training run's model folder; any other spec unchanged."""
-    if not spec.startswith("run:"):
-        return spec
-    if db is None:
-        raise EmbtuneError(f"{spec}: runs are looked up in the database, and none was given")
-    from storage.db import RunStore
-
-    run = RunStore(db).get(spec[4:])
-    if run is None or not run.model_path:
-        raise EmbtuneError(f"{spec}: no training run named {spec[4:]!r} with a model")
-    if run.status != "done":
-        raise EmbtuneError(f"{spec}: run is {run.status}, not done")
-    return run.model_path
-
-
 def run_evaluation(data_path: str | Path, models: Sequence[str], *, dimensions: Sequence[int] | None = None,
                    corpus: Mapping[str, str] | None = None, db: Any = None, device: str = "auto",
                    regressions_limit: int = 0, resamples: int = 2000, seed: int = 0,
@@ -524,6 +508,8 @@ def run_evaluation(data_path: str | Path, models: Sequence[str], *, dimensions: 
     else:
         data = load_retrieval_set(data_path, corpus=corpus)
     results = []
+    from core.training.runs import resolve_model_spec
+
     for spec in models:
         embedder = load_embedder(resolve_model_spec(spec, db), device=device, fallback=False)
         result = evaluate_retrieval(embedder, data, dimensions=dimensions, progress=progress, cancel=cancel)

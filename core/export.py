@@ -223,17 +223,14 @@ def _resolve_source(source: str, db: Any) -> tuple[Any, str]:
     if prefixed is not None:
         raise EmbtuneError(f"{source!r} names a backend: give the model itself ({bare}) and --format")
     name = bare[4:] if bare.startswith("run:") else bare
-    run = None
-    if db is not None:
-        from storage.db import RunStore
-
-        run = RunStore(db).get(name)
-    if run is None:
-        if bare.startswith("run:"):
-            raise EmbtuneError(f"{source}: no training run named {name!r}")
+    if db is None or (not bare.startswith("run:") and Path(bare).expanduser().exists()):
         return None, bare
-    if run.status != "done" or not run.model_path:
-        raise EmbtuneError(f"run {name!r} is {run.status}, not done: nothing to export yet")
+    from core.training.runs import resolve_run
+    from storage.db import RunStore
+
+    if not bare.startswith("run:") and RunStore(db).get(name) is None:
+        return None, bare
+    run = resolve_run(f"run:{name}", db)
     return run, run.model_path
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from core.errors import CollectionError, EmbtuneError
 from core.evaluate import RELEVANCE_THRESHOLD, trec_metrics
 from core.index import Collection, SearchHit, check_k
-from storage.db import Database, RunStore
+from storage.db import Database
 from storage.workspace import Workspace
 
 # The collection the demos default to, built from the bundled catalogue when it is missing.
@@ -72,11 +72,11 @@ class Comparison:
 
 
 def newest_finished_run(collection: str, db: Database) -> str | None:
-    """``run:NAME`` of the newest training run recorded for the collection that finished with a model."""
-    for run in RunStore(db).list(collection):  # newest first
-        if run.status == "done" and run.model_path:
-            return f"run:{run.name}"
-    return None
+    """``run:NAME`` of the run served as model B: the newest *better* run for the collection, else the
+    newest *not proven* one; never a rejected run (the gate's decision, ``core.training.runs``)."""
+    from core.training.runs import servable_spec
+
+    return servable_spec(collection, db)
 
 
 def ensure_bundled_catalogue(workspace: Workspace, db: Database, *, name: str = BUNDLED_COLLECTION,
@@ -144,8 +144,8 @@ class SideBySideSearch:
     def prepared(self, collection: str, model: str | None = None) -> Collection:
         """The collection searchable with ``model`` (default: the one it was built with; ``run:NAME`` works)."""
         from core.embedders import is_clip_spec, is_screen_spec, load_embedder
-        from core.evaluate import resolve_model_spec
         from core.indexing import collection_record, open_collection
+        from core.training.runs import resolve_model_spec
 
         record = collection_record(collection, self.db)
         if is_clip_spec(record.model_spec) or is_screen_spec(record.model_spec):

@@ -29,7 +29,8 @@ import pandas as pd
 
 from core.errors import EmbtuneError
 from core.side_by_side import BUNDLED_COLLECTION, MAX_K, Comparison, SideBySideSearch, SideResult, newest_finished_run
-from storage.db import Database, RunStore
+from core.training.runs import servable_specs
+from storage.db import Database
 from storage.workspace import Workspace
 
 # Requests answered at once per event; more wait in gradio's queue (2 cores: more would only contend).
@@ -103,7 +104,7 @@ def build_demo(*, workspace: Workspace | None = None, db: Database | None = None
     @user_errors
     def models(collection: str) -> dict[str, Any]:
         name = (collection or "").strip()
-        runs = [f"run:{r.name}" for r in RunStore(db).list(name) if r.status == "done" and r.model_path]
+        runs = servable_specs(db, name)
         return {"collection": name, "model_a": search.collection_model(name), "runs": runs,
                 "model_b": newest_finished_run(name, db)}
 

@@ -21,6 +21,7 @@ import typer
 
 from core.errors import EmbtuneError
 from embtune.models_cli import models_app
+from embtune.train_cli import runs_app, split_ints, train_command
 
 app = typer.Typer(
     name="embtune",
@@ -235,79 +236,11 @@ def check_setup_command(
 
 
 def _split_ints(value: str | None, option: str) -> list[int]:
-    if not value:
-        return []
-    try:
-        return [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise EmbtuneError(f"{option} {value!r} must be whole numbers separated by commas, e.g. 384,256,128,64") \
-            from None
+    return split_ints(value, option) if value else []
 
 
-@app.command("train")
-def train_command(
-    ctx: typer.Context,
-    config_file: Annotated[Path | None, typer.Argument(help="TrainingConfig JSON (flags override it)")] = None,
-    data: Annotated[str | None, typer.Option("--data", help="file, HF dataset folder, labels:COLLECTION or "
-                                             "bundled:catalogue")] = None,
-    output_dir: Annotated[str | None, typer.Option("--output-dir")] = None,
-    model: Annotated[str | None, typer.Option("--model")] = None,
-    corpus: Annotated[str | None, typer.Option("--corpus", help="items that item_id columns name")] = None,
-    loss: Annotated[str | None, typer.Option("--loss")] = None,
-    matryoshka_dims: Annotated[str | None, typer.Option("--matryoshka-dims", help="e.g. 384,256,128,64")] = None,
-    matryoshka_weights: Annotated[str | None, typer.Option("--matryoshka-weights",
-                                                           help="one per dimension, e.g. 1,1,2,4")] = None,
-    epochs: Annotated[float | None, typer.Option("--epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
-    lora: Annotated[bool | None, typer.Option("--lora/--no-lora")] = None,
-    collection: Annotated[str | None, typer.Option("--collection")] = None,
-    run_name: Annotated[str | None, typer.Option("--run-name")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an output folder that is not ours")] = False,
-    device: Annotated[str | None, typer.Option("--device")] = None,
-) -> None:
-    """Fine-tune an embedder and print the before/after table on the held-out test split."""
-    from core.training.config import TrainingConfig
-    from core.training.train import train
-
-    payload: dict[str, Any] = {}
-    if config_file is not None:
-        payload = TrainingConfig.from_json(config_file).to_dict()
-    overrides = {"data": data, "output_dir": output_dir, "model": model, "corpus": corpus, "loss": loss,
-                 "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "lora": lora,
-                 "collection": collection, "run_name": run_name, "device": device}
-    payload.update({key: value for key, value in overrides.items() if value is not None})
-    if matryoshka_dims is not None:
-        payload["matryoshka_dims"] = _split_ints(matryoshka_dims, "--matryoshka-dims")
-    if matryoshka_weights is not None:
-        try:
-            payload["matryoshka_weights"] = [float(w) for w in matryoshka_weights.split(",") if w.strip()]
-        except ValueError:
-            raise EmbtuneError(f"--matryoshka-weights {matryoshka_weights!r}: numbers separated by commas") from None
-    payload["resume"] = resume or payload.get("resume", False)
-    payload["overwrite"] = overwrite or payload.get("overwrite", False)
-    config = TrainingConfig.from_dict(payload)
-    result = train(config, db=ctx.obj.database(), show_progress=sys.stderr.isatty())
-    where = f" [rank {result.rank}/{result.world_size}]" if result.world_size > 1 else ""
-    typer.echo(f"run {result.run_name}{where}: {result.status} in {result.train_seconds:.0f} s, "
-               f"{result.global_steps} steps ({result.data_format} data, {result.loss} loss, "
-               f"splits {result.split_sizes})")
-    if result.rank != 0:
-        return  # rank 0 reports and writes
-    if result.table:
-        typer.echo("\nbefore → after on the test split:\n" + result.table)
-    if result.by_kind:
-        typer.echo("\nrecall@3 by query kind (before → after):")
-        for kind, before in result.by_kind["before"].items():
-            typer.echo(f"  {kind:<16} {before:.3f} → {result.by_kind['after'].get(kind, 0.0):.3f}")
-    if result.forgetting:
-        f = result.forgetting
-        typer.echo(f"\nforgetting check ({f['data']}): NDCG@10 {f['ndcg@10_before']:.4f} → {f['ndcg@10_after']:.4f} "
-                   f"({f['delta'] * 100:+.2f} points)")
-    for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    typer.echo(f"\nmodel: {result.output_dir}")
+app.command("train")(train_command)
+app.add_typer(runs_app, name="runs")
 
 
 @app.command("eval")

@@ -411,6 +411,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# Statuses after which a run does not change by itself (the names are core.training.runs'; storage only
+# needs to know when to stamp finished_at).
+ENDED_STATUSES = ("done", "finished", "not proven", "rejected", "failed", "cancelled", "interrupted")
+
+
 class RunStore:
     """Training runs in the database: created at start, updated as they progress, read by UIs."""
 
@@ -428,7 +433,7 @@ class RunStore:
                 run.status, run.error, run.finished_at = "running", None, None
 
     def update(self, name: str, **fields: Any) -> None:
-        if fields.get("status") in ("done", "failed", "cancelled"):
+        if fields.get("status") in ENDED_STATUSES:
             fields.setdefault("finished_at", utcnow())
         with self.db.session() as session:
             run = session.scalar(select(TrainingRun).where(TrainingRun.name == name))

@@ -29,6 +29,10 @@ _VOCAB = (
 )
 
 
+COMPLETED = ("finished", "not proven", "rejected")
+"""A run that trained to the end: the gate decided (a tiny random model's verdict is whatever it is)."""
+
+
 def build_tiny_model(folder: Path, *, hidden_size: int = 32, seed: int = 0) -> Path:
     """A real sentence-transformers folder (BERT, mean pooling) with random weights.
 

@@ -22,6 +22,7 @@ from core.embedders import load_embedder
 from core.errors import EmbtuneError, ModelLoadError
 from core.training.train import train
 from storage.db import Database
+from tests.conftest import COMPLETED
 from tests.test_training import config
 
 
@@ -86,7 +87,7 @@ def test_training_with_hard_negatives_records_and_reviews_them(run_cli, tmp_path
                                                                tiny_model_dir: Path) -> None:
     result = train(config(tmp_path, tiny_model_dir, hard_negatives=2, augment_typos=1, negative_margin=0.2),
                    show_progress=False)
-    assert result.status == "done" and result.mined_negatives
+    assert result.status in COMPLETED and result.mined_negatives
     assert any("hard negatives:" in w for w in result.warnings)
     stored = load_reviewed_negatives(result.output_dir)
     assert len(stored) == len(result.mined_negatives)
@@ -99,7 +100,7 @@ def test_training_with_hard_negatives_records_and_reviews_them(run_cli, tmp_path
     # a reviewed file trains again: the confirmed-relevant one becomes a positive, never a negative
     again = train(config(tmp_path, tiny_model_dir, output_dir=str(tmp_path / "again"),
                          negatives_file=result.output_dir), show_progress=False)
-    assert again.status == "done"
+    assert again.status in COMPLETED
 
 
 @pytest.fixture(scope="module")

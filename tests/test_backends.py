@@ -263,7 +263,7 @@ def _finished_run(db, name: str, model: Path, data: Path, collection: str | None
     runs.start(name, collection_name=collection, model_path=str(model),
                config={"data": str(data), "output_dir": str(model), "test_fraction": 0.5, "validation_fraction": 0.0,
                        "matryoshka_dims": [32, 16]})
-    runs.update(name, status="done", before_after={"table": "kept"})
+    runs.update(name, status="finished", before_after={"table": "kept"})
 
 
 def test_export_of_a_run_uses_its_test_split_and_dimensions_and_is_kept_with_it(tiny_copy: Path, tmp_path: Path,

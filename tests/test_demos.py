@@ -44,9 +44,9 @@ def product(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
         index_file(CATALOGUE / "products.csv", collection=name, text_column="name", id_column="id",
                    model=str(tiny_model_dir), device="cpu", workspace=workspace, db=db, show_progress=False)
     RunStore(db).start("older", collection_name="catalogue", model_path=str(tiny_model_dir))
-    RunStore(db).update("older", status="done")
+    RunStore(db).update("older", status="finished")
     RunStore(db).start("tuned", collection_name="catalogue", model_path=str(tiny_model_dir_48))
-    RunStore(db).update("tuned", status="done")
+    RunStore(db).update("tuned", status="finished")
     RunStore(db).start("broken", collection_name="catalogue", model_path=str(tiny_model_dir))
     RunStore(db).update("broken", status="failed")
     demo, client = serve(build_demo(workspace=workspace, db=db, device="cpu"))

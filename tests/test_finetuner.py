@@ -19,7 +19,7 @@ from core.indexing import index_file, open_collection
 from core.training.finetuner import FineTunerConfig, LightweightFineTuner, finetuning_stats
 from storage.db import Database, FineTuneStore
 from storage.workspace import Workspace
-from tests.conftest import MatchReader, write_csv
+from tests.conftest import COMPLETED, MatchReader, write_csv
 from tests.test_images import WORKFLOWS, screen
 from tests.test_storage import postgres_url  # noqa: F401 - a real PostgreSQL server for the store test
 
@@ -291,7 +291,7 @@ def test_text_collection_is_fine_tuned_with_the_project_trainer(tmp_path: Path, 
     assert not np.allclose(new.embedder.encode("pay now"), old.embedder.encode("pay now"), atol=1e-5)
     assert tuner.match("pay now", k=2).model_fingerprint == new.fingerprint
     run = RunStore(db).get("finetuner-flows-1")
-    assert run is not None and run.status == "done" and run.collection_name == "flows"
+    assert run is not None and run.status in COMPLETED and run.collection_name == "flows"
     assert finetuning_stats(db, "flows").current_checkpoint == new.checkpoint
 
 

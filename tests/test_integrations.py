@@ -65,7 +65,7 @@ def tiny_workspace(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
                model=str(tiny_model_dir), device="cpu")
     runs = RunStore(db)
     runs.start("tiny-run", model_path=str(tiny_model_dir))
-    runs.update("tiny-run", status="done")
+    runs.update("tiny-run", status="finished")
     return root
 
 

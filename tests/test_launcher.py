@@ -1,4 +1,4 @@
-"""Training launched in its own process (the studio's Train page): done, cancelled, killed, refused."""
+"""Training launched in its own process (the studio's Train page): gated, cancelled, killed, refused."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 from core.errors import EmbtuneError
 from core.training import launcher
 from core.training.config import TrainingConfig
+from core.training.runs import QUEUED_TIMEOUT_S, refresh_runs, state_label
 from storage.db import Database, RunStore
 from storage.workspace import Workspace
+from tests.conftest import COMPLETED
 
 PAIRS = [(f"query about {topic} {n}", f"item on {topic} number {n}") for topic in
          ("chimney", "drill", "hose", "paint", "pipe", "garden") for n in range(4)]
@@ -36,7 +38,7 @@ def _config(workspace: Workspace, data: Path, model: Path, name: str, **extra: o
 def _wait(db: Database, name: str, states: tuple[str, ...], timeout: float = 240.0) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = next(r for r in launcher.refresh_runs(db) if r.name == name)
+        run = next(r for r in refresh_runs(db) if r.name == name)
         if run.status in states:
             return run
         time.sleep(0.5)
@@ -49,8 +51,9 @@ def test_a_launched_run_trains_in_its_own_process_and_records_progress(setting, 
     name = launcher.launch_training(_config(workspace, data, tiny_model_dir, "r1"), db=db, workspace=workspace)
     process = RunStore(db).process(name)
     assert process.pid != os.getpid() and Path(process.log_path).is_file()
-    run = _wait(db, name, ("done", "failed"))
-    assert run.status == "done", run.error
+    run = _wait(db, name, (*COMPLETED, "failed"))
+    assert run.status in COMPLETED, run.error
+    assert run.before_after["gate"]["status"] == run.status
     assert (workspace.models_dir / "r1" / "embtune_run.json").is_file()
     assert run.progress["history"] and run.progress["step"] == run.progress["total_steps"] > 0
     assert run.before_after["table"]
@@ -62,20 +65,47 @@ def test_cancel_stops_a_running_run(setting, tiny_model_dir: Path) -> None:
                                     workspace=workspace)
     _wait(db, name, ("running",))
     launcher.cancel_training(name, db)
-    run = _wait(db, name, ("cancelled", "failed", "done"))
-    assert run.status == "cancelled"
+    run = _wait(db, name, ("cancelled", "failed", *COMPLETED))
+    assert run.status == "cancelled" and state_label(run) == f"cancelled at step {run.progress['step']}"
     with pytest.raises(EmbtuneError, match="only queued or running"):
         launcher.cancel_training(name, db)
 
 
-def test_a_killed_training_process_shows_as_failed_with_the_reason(setting, tiny_model_dir: Path) -> None:
+def test_a_killed_training_process_shows_as_interrupted_at_its_step(setting, tiny_model_dir: Path) -> None:
     workspace, db, data = setting
     name = launcher.launch_training(_config(workspace, data, tiny_model_dir, "doomed", epochs=500), db=db,
                                     workspace=workspace)
-    _wait(db, name, ("running",))
+    _wait_for_step(db, name, 2)
     os.kill(RunStore(db).process(name).pid, signal.SIGKILL)
-    run = _wait(db, name, ("failed",), timeout=30)
+    run = _wait(db, name, ("interrupted", "failed"), timeout=30)
+    assert run.status == "interrupted" and run.progress["step"] >= 2
+    assert state_label(run) == f"interrupted at step {run.progress['step']}"
     assert "ended without finishing" in run.error and str(RunStore(db).process(name).pid) in run.error
+
+
+def test_sigterm_ends_a_run_cancelled_with_a_checkpoint(setting, tiny_model_dir: Path) -> None:
+    workspace, db, data = setting
+    name = launcher.launch_training(_config(workspace, data, tiny_model_dir, "terminated", epochs=500), db=db,
+                                    workspace=workspace)
+    _wait_for_step(db, name, 2)
+    os.kill(RunStore(db).process(name).pid, signal.SIGTERM)
+    run = _wait(db, name, ("cancelled", "interrupted", "failed"), timeout=60)
+    assert run.status == "cancelled", run.error
+    checkpoints = list((workspace.models_dir / ".terminated.checkpoints").glob("checkpoint-*"))
+    assert max(int(c.name.rsplit("-", 1)[1]) for c in checkpoints) == run.progress["step"] >= 2
+
+
+def _wait_for_step(db: Database, name: str, step: int, timeout: float = 240.0) -> None:
+    """Until the run reports ``step`` (the heartbeat writes it), or it ended (then the test fails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = RunStore(db).get(name)
+        if run.status not in ("queued", "running"):
+            raise AssertionError(f"run {name} ended {run.status} before step {step}: {run.error}")
+        if int((run.progress or {}).get("step") or 0) >= step:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"run {name} never reached step {step}")
 
 
 def test_too_few_pairs_are_refused_before_any_process_starts(setting, tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -105,5 +135,5 @@ def test_a_run_name_cannot_be_launched_twice(setting, tiny_model_dir: Path) -> N
 def test_a_dead_queued_run_without_process_fails_after_the_timeout(setting) -> None:
     _, db, _ = setting
     RunStore(db).queue("ghost", collection_name=None, config={})
-    [run] = launcher.refresh_runs(db, now=time.time() + launcher.QUEUED_TIMEOUT_S + 5)
+    [run] = refresh_runs(db, now=time.time() + QUEUED_TIMEOUT_S + 5)
     assert run.status == "failed" and "never started" in run.error

@@ -394,7 +394,7 @@ def test_map_shows_base_and_a_finished_run_side_by_side(populated, tiny_model_di
     _, db = populated
     runs = RunStore(db)
     runs.start("tuned", collection_name="shop", config={}, model_path=str(tiny_model_dir_48))
-    runs.update("tuned", status="done")
+    runs.update("tuned", status="finished")
     test = page("map", map_method="tsne", map_second="run:tuned")
     no_traceback(test)
     assert sum(c.startswith(("projected", "from cache")) for c in texts(test.caption)) == 2

@@ -95,12 +95,30 @@ def pick_collection(key: str, *, label: str = "Collection") -> str | None:
 
 
 def model_choices(collection_name: str | None = None) -> list[str]:
-    """The bundled model, then every finished training run (``run:NAME``), newest first."""
-    from storage.db import RunStore
+    """The bundled model, then every run the gate let through (``run:NAME``), newest first."""
+    from core.training.runs import servable_specs
 
     _, db = workspace_and_db()
-    runs = [f"run:{run.name}" for run in RunStore(db).list(collection_name) if run.status == "done"]
-    return ["default", *runs]
+    return ["default", *servable_specs(db, collection_name)]
+
+
+def gate_verdict(gate: Any) -> None:
+    """The gate's decision in colour, with the figures it rests on (train and compare pages)."""
+    if gate is None:
+        return
+    rows = [{"measure": f"{gate.metric} (held-out, {gate.queries} queries)", "before": gate.before,
+             "after": gate.after, "Δ": gate.delta, "95% CI": f"[{gate.ci_low:+.4f}, {gate.ci_high:+.4f}]"
+             if gate.ci_low is not None else ""}] if gate.before is not None else []
+    if gate.forgetting:
+        f = gate.forgetting
+        rows.append({"measure": f"forgetting: {f['data']} NDCG@10 ({f['queries']} queries)", "before": f["before"],
+                     "after": f["after"], "Δ": f["delta"], "95% CI": f"[{f['ci_low']:+.4f}, {f['ci_high']:+.4f}]"})
+    show = {"finished": st.success, "not proven": st.warning, "rejected": st.error}.get(gate.status, st.info)
+    show(gate.summary())
+    if rows:
+        import pandas as pd
+
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
 def annotator_name() -> str:

@@ -38,17 +38,24 @@ class TrainingConfig:
     data_format: str = "auto"
     """pairs, triplets, scored, classes, or auto (from the columns)."""
     loss: str = "auto"
-    """mnrl (default for pairs/triplets), cached_mnrl, cosent (default for scored), cosine_similarity,
-    triplet, contrastive, batch_all_triplet (default for classes)."""
-    matryoshka_dims: list[int] = field(default_factory=list)
-    """Wrap the loss in MatryoshkaLoss at these dimensions (e.g. [384, 256, 128, 64]); empty: no."""
+    """auto (the data format's recipe, ``core.training.recipes``: mnrl for pairs, triplets and scored pairs,
+    batch_all_triplet for classes), mnrl, cached_mnrl, cosent, cosine_similarity, triplet, contrastive,
+    batch_all_triplet."""
+    loss_scale: float | None = None
+    """mnrl/cached_mnrl: the similarity scale (1/temperature); None keeps the loss's own (20). Models
+    pre-trained at a low temperature, like e5 (0.01), spread their cosines over a narrow band and learn
+    better at a larger scale."""
+    matryoshka_dims: list[int] | None = None
+    """Wrap the loss in MatryoshkaLoss at these dimensions (e.g. [384, 256, 128, 64]); empty: no;
+    None: the recipe's (the model's dimension and 256/128/64 for retrieval formats)."""
     matryoshka_weights: list[float] = field(default_factory=list)
     """One weight per Matryoshka dimension, in the same order as given (empty: all 1). Larger weights
     on the small dimensions trade a little full-size quality for much better small vectors."""
-    epochs: float = 1.0
-    batch_size: int = 32
+    epochs: float | None = None
+    """None: the recipe's (values left unset come from ``core.training.recipes`` for the data's format)."""
+    batch_size: int | None = None
     gradient_accumulation_steps: int = 1
-    learning_rate: float = 2e-5
+    learning_rate: float | None = None
     warmup_ratio: float = 0.1
     scheduler: str = "linear"
     precision: str = "auto"
@@ -70,8 +77,9 @@ class TrainingConfig:
     test_fraction: float = 0.2
     relevance_threshold: float = 0.5
     """Scored pairs: score ≥ threshold makes a positive (for mnrl and binary metrics)."""
-    augment_typos: int = 0
-    """Typo'd variants added per training query (split/merge words, swaps, keyboard slips, look-alikes); 0: off."""
+    augment_typos: int | None = None
+    """Typo'd variants added per training query (split/merge words, swaps, keyboard slips, look-alikes); 0: off;
+    None: the recipe's."""
     hard_negatives: int = 0
     """Negatives mined per training pair with the base model (mnrl losses); 0: in-batch negatives only."""
     negative_margin: float = 0.05
@@ -87,6 +95,8 @@ class TrainingConfig:
     """None: the attention query/value projections, found by name."""
     max_steps: int = -1
     save_total_limit: int = 2
+    checkpoint_minutes: float = 5.0
+    """Besides each epoch's, a checkpoint at least this often during training: a kill loses at most this much."""
     resume: bool = False
     """Continue from the last checkpoint in output_dir."""
     overwrite: bool = False
@@ -96,6 +106,10 @@ class TrainingConfig:
     device: str = "auto"
     forgetting_check: bool = True
     forgetting_data: str = "bundled:general"
+    forgetting_threshold: float = 1.0
+    """NDCG@10 points (0..100 scale) the forgetting set may lose before the gate rejects the run."""
+    accept_worse: bool = False
+    """Let a run that the gate rejects finish (and be served) anyway; recorded with the run."""
     """The out-of-domain set for the forgetting check: bundled:general, bundled:catalogue or a retrieval folder/file."""
     test_data: str | None = None
     """A separate retrieval set (folder of corpus/queries/qrels, or pairs file) for the before/after table;
@@ -119,20 +133,30 @@ class TrainingConfig:
             refuse("scheduler", self.scheduler, ", ".join(SCHEDULERS))
         for name in ("batch_size", "gradient_accumulation_steps", "max_seq_length", "mini_batch_size", "lora_r",
                      "lora_alpha", "save_total_limit"):
-            if int(getattr(self, name)) <= 0:
+            if getattr(self, name) is not None and int(getattr(self, name)) <= 0:
                 refuse(name, getattr(self, name), "a positive whole number")
-        if self.epochs <= 0:
+        if self.loss_scale is not None and self.loss_scale <= 0:
+            refuse("loss_scale", self.loss_scale, "a positive number (mnrl's default is 20)")
+        if not self.checkpoint_minutes > 0:
+            refuse("checkpoint_minutes", self.checkpoint_minutes, "a positive number of minutes")
+        if not 0 <= self.forgetting_threshold <= 100:
+            refuse("forgetting_threshold", self.forgetting_threshold, "NDCG@10 points in 0..100 (default 1)")
+        if self.epochs is not None and self.epochs <= 0:
             refuse("epochs", self.epochs, "a positive number")
-        if not 0 < self.learning_rate < 1:
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
             refuse("learning_rate", self.learning_rate, "a number between 0 and 1 (e.g. 2e-5)")
         if not 0 <= self.warmup_ratio < 1:
             refuse("warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
         if not 0 <= self.relevance_threshold <= 1:
             refuse("relevance_threshold", self.relevance_threshold, "a number in 0..1")
-        if self.augment_typos < 0 or self.hard_negatives < 0:
+        if (self.augment_typos or 0) < 0 or self.hard_negatives < 0:
             refuse("augment_typos/hard_negatives", (self.augment_typos, self.hard_negatives), "0 or more")
         if not 0 <= self.negative_margin < 1:
             refuse("negative_margin", self.negative_margin, "a number in [0, 1)")
+        if self.matryoshka_dims is None:
+            if self.matryoshka_weights:
+                refuse("matryoshka_weights", self.matryoshka_weights, "weights need matryoshka_dims given with them")
+            return
         dims = [int(d) for d in self.matryoshka_dims]
         if any(d <= 0 for d in dims) or len(set(dims)) != len(dims):
             refuse("matryoshka_dims", self.matryoshka_dims, "distinct positive dimensions, e.g. [384, 256, 128, 64]")

@@ -53,7 +53,9 @@ from core.errors import CollectionError, EmbtuneError
 from core.images import ImageInput, image_content_hash, read_image
 from core.index import Collection, SearchHit
 from core.matching import DEFAULT_GROUP_FIELD, DEFAULT_MATCH_THRESHOLD, MatchResult, match_vector
+from core.stats import paired_difference
 from core.training.clip_tuning import ClipTuningSettings, save_clip_checkpoint, tune_image_tower
+from core.training.gate import REJECTED, decide
 from storage.db import Database, FineTuneStore
 from storage.workspace import Workspace, atomic_folder
 
@@ -379,7 +381,8 @@ class LightweightFineTuner:
         entry.update(examples=len(examples), train_examples=len(train_set), held_out=len(held_out))
         if not train_set:
             raise EmbtuneError("no training examples: every confirmed example is held out for evaluation")
-        entry["top1_before"] = self._top1(old, held_out)
+        hits_before = self._hits(old, held_out)
+        entry["top1_before"] = float(np.mean(hits_before)) if held_out else None
 
         checkpoint = self.workspace.models_dir / "finetuned" / self.name / f"ckpt-{attempt}"
         index_folder = self.workspace.finetuning_dir / self.name / f"index-{attempt}"
@@ -396,12 +399,15 @@ class LightweightFineTuner:
         rebuilt.save(index_folder)  # builds the FAISS index too, so readers never build it lazily
         self._call_hook("index_built")
         new = Serving(new_embedder, rebuilt, str(checkpoint))
-        entry["top1_after"] = self._top1(new, held_out)
+        hits_after = self._hits(new, held_out)
+        entry["top1_after"] = float(np.mean(hits_after)) if held_out else None
         entry["index_generation"] = rebuilt.info.generation
-        before, after, allowed = entry["top1_before"], entry["top1_after"], self.config.max_holdout_drop
-        if allowed is not None and before is not None and after is not None and after < before - allowed - 1e-12:
-            raise _Rejected(f"held-out top-1 fell {before:.3f} → {after:.3f} on {len(held_out)} confirmed examples; "
-                            "the current model keeps serving")
+        if held_out and self.config.max_holdout_drop is not None:
+            decision = decide(paired_difference(hits_before, hits_after).to_dict(), metric="held-out top-1",
+                              max_drop=self.config.max_holdout_drop)
+            entry["gate"] = decision.to_dict()
+            if decision.status == REJECTED:
+                raise _Rejected(f"{decision.reason}; the current model keeps serving")
         self._call_hook("before_swap")
         # The commit point for other processes: the row names the new model and the new index together.
         self.db.update_collection(self.name, model_spec=new_embedder.spec, model_fingerprint=new_embedder.fingerprint,
@@ -517,7 +523,8 @@ class LightweightFineTuner:
             data = Path(tmp) / "pairs.csv"
             pd.DataFrame(pairs).to_csv(data, index=False)
             config = TrainingConfig(
-                data=str(data), output_dir=str(checkpoint), model=model_spec, loss="mnrl",
+                data=str(data), output_dir=str(checkpoint), model=model_spec, loss="mnrl", augment_typos=0,
+                matryoshka_dims=[],
                 epochs=float(self.config.epochs), batch_size=min(self.config.batch_size, len(pairs)),
                 learning_rate=self.config.learning_rate, validation_fraction=0.0, test_fraction=0.0,
                 eval_each_epoch=False, keep_best=False, forgetting_check=False, seed=self.config.seed,
@@ -549,17 +556,16 @@ class LightweightFineTuner:
         rebuilt.info.generation = old.info.generation  # save() writes the next one
         return rebuilt
 
-    def _top1(self, serving: Serving, held_out: Sequence[_Example]) -> float | None:
-        """Share of held-out examples whose best workflow is the confirmed one."""
+    def _hits(self, serving: Serving, held_out: Sequence[_Example]) -> np.ndarray:
+        """Per held-out example: 1 when its best workflow is the confirmed one (paired before/after)."""
         if not held_out:
-            return None
+            return np.zeros(0)
         vectors = self._embed(serving.embedder, [e.input for e in held_out])
-        right = sum(
-            1 for example, vector in zip(held_out, vectors, strict=True)
-            if (best := match_vector(serving.collection, vector, 1, field=self.config.field).best) is not None
-            and best.workflow_id == example.workflow_id
-        )
-        return right / len(held_out)
+        return np.array([
+            1.0 if (best := match_vector(serving.collection, vector, 1, field=self.config.field).best) is not None
+            and best.workflow_id == example.workflow_id else 0.0
+            for example, vector in zip(held_out, vectors, strict=True)
+        ])
 
     # -- helpers ----------------------------------------------------------------------------
 

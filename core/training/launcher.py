@@ -4,14 +4,13 @@ A fine-tune takes minutes to hours; it must not live inside a Streamlit script r
 a reload or a studio restart would kill or orphan it). ``launch_training`` checks the data
 and loss first (a user mistake is refused before anything starts), records the run as
 ``queued`` with its config, and starts ``python -m core.training.worker`` detached from the
-caller. Everything after that goes through the database: the worker writes progress, the
-page reads it; ``cancel_training`` sets a flag the worker polls; ``refresh_runs`` marks a run
-``failed`` when its process is gone without finishing (killed, crashed, machine rebooted).
+caller. Everything after that goes through the database: the worker writes progress and a
+heartbeat, the page reads them; ``cancel_training`` sets a flag the worker polls;
+``core.training.runs.refresh_runs`` ends a run whose process is gone (``interrupted at step N``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -23,12 +22,7 @@ from typing import Any
 
 from core.errors import EmbtuneError
 from core.training.config import TrainingConfig
-
-ACTIVE_STATES = ("queued", "running")
-FINISHED_STATES = ("done", "failed", "cancelled")
-LOG_TAIL_LINES = 5
-# A queued run whose process never registered (the launch itself died) is failed after this long.
-QUEUED_TIMEOUT_S = 120.0
+from core.training.runs import ACTIVE_STATES, process_start_time, state_label
 
 
 def new_run_name() -> str:
@@ -41,14 +35,18 @@ def new_run_name() -> str:
 def inspect_training_data(source: str, *, db: Any, corpus: str | None = None, corpus_text_column: str = "text",
                           data_format: str = "auto") -> dict[str, Any]:
     """What a training source holds, before a run is configured: format, usable rows, the losses
-    that fit it (the first is the default), validation warnings. Raises for unusable data."""
+    that fit it, the format's recipe (the defaults a UI shows), validation warnings. Raises for
+    unusable data."""
     from core.data.training_data import load_training_data
     from core.training.losses import LOSSES_BY_FORMAT
+    from core.training.recipes import recipe_for
 
     data = load_training_data(source, data_format=data_format, corpus=corpus, corpus_text_column=corpus_text_column,
                               db=db)
-    return {"data_format": data.data_format, "rows": data.report.rows, "losses": list(LOSSES_BY_FORMAT[
-        data.data_format]), "counts": dict(data.report.counts), "warnings": list(data.report.warnings)}
+    recipe = recipe_for(data.data_format)
+    losses = [recipe.loss, *[loss for loss in LOSSES_BY_FORMAT[data.data_format] if loss != recipe.loss]]
+    return {"data_format": data.data_format, "rows": data.report.rows, "losses": losses,
+            "recipe": recipe.to_dict(), "counts": dict(data.report.counts), "warnings": list(data.report.warnings)}
 
 
 def check_launch(config: TrainingConfig, db: Any) -> dict[str, Any]:
@@ -90,7 +88,7 @@ def launch_training(config: TrainingConfig, *, db: Any, workspace: Any, python: 
     except OSError as exc:
         runs.delete(name)
         raise EmbtuneError(f"could not start the training process: {exc}") from exc
-    runs.set_process(name, pid=process.pid, host=socket.gethostname(), process_started=_start_time(process.pid),
+    runs.set_process(name, pid=process.pid, host=socket.gethostname(), process_started=process_start_time(process.pid),
                      log_path=str(log_path))
     return name
 
@@ -104,81 +102,6 @@ def cancel_training(name: str, db: Any) -> None:
     if run is None:
         raise EmbtuneError(f"training run {name!r} does not exist")
     if run.status not in ACTIVE_STATES:
-        raise EmbtuneError(f"training run {name!r} is {run.status}; only queued or running runs can be cancelled")
+        raise EmbtuneError(f"training run {name!r} is {state_label(run)}; only queued or running runs can be "
+                           "cancelled")
     runs.request_cancel(name)
-
-
-def refresh_runs(db: Any, *, now: float | None = None) -> list[Any]:
-    """All runs, newest first, after marking as failed those whose process has gone."""
-    from storage.db import RunStore
-
-    runs = RunStore(db)
-    listed = runs.list()
-    host = socket.gethostname()
-    now = time.time() if now is None else now
-    for run in listed:
-        if run.status not in ACTIVE_STATES:
-            continue
-        process = runs.process(run.name)
-        if process is None or process.pid is None:
-            created = run.created_at.timestamp() if run.created_at else now
-            if now - created > QUEUED_TIMEOUT_S:
-                runs.update(run.name, status="failed", error="the training process never started")
-            continue
-        if process.host != host or process_alive(process.pid, process.process_started):
-            continue
-        runs.update(run.name, status="failed",
-                    error=f"the training process (pid {process.pid}) ended without finishing"
-                          + _log_tail(process.log_path))
-    return runs.list()
-
-
-def process_alive(pid: int, started: float | None) -> bool:
-    """True while ``pid`` is the process we started (a recycled pid has another start time)."""
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            _reap(pid)
-            return False
-        return started is None or abs(process.create_time() - started) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-def run_duration_s(run: Any) -> float | None:
-    if run.started_at is None:
-        return None
-    end = run.finished_at or _now_like(run.started_at)
-    return max(0.0, (end - run.started_at).total_seconds())
-
-
-def _now_like(moment: Any) -> Any:
-    import datetime as dt
-
-    now = dt.datetime.now(dt.timezone.utc)
-    return now if moment.tzinfo is not None else now.replace(tzinfo=None)
-
-
-def _reap(pid: int) -> None:
-    # Our own child that exited stays a zombie until waited for.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _start_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-def _log_tail(log_path: str | None) -> str:
-    if not log_path or not Path(log_path).is_file():
-        return ""
-    lines = [line.strip() for line in Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines()
-             if line.strip()]
-    return ("; last log lines: " + " | ".join(lines[-LOG_TAIL_LINES:])) if lines else ""

@@ -10,11 +10,11 @@ from typing import Any
 
 from core.errors import EmbtuneError
 
-# format → losses that read it; the first is the default for ``loss: auto``.
+# format → losses that read it (the recipe's first: ``core.training.recipes`` holds the default).
 LOSSES_BY_FORMAT: dict[str, tuple[str, ...]] = {
     "pairs": ("mnrl", "cached_mnrl"),
     "triplets": ("mnrl", "cached_mnrl", "triplet"),
-    "scored": ("cosent", "cosine_similarity", "contrastive", "mnrl", "cached_mnrl"),
+    "scored": ("mnrl", "cached_mnrl", "cosent", "cosine_similarity", "contrastive"),
     "classes": ("batch_all_triplet",),
 }
 # Losses that treat the other texts of a batch as negatives: duplicates in a batch hurt them.
@@ -24,19 +24,23 @@ IN_BATCH_NEGATIVE_LOSSES = ("mnrl", "cached_mnrl")
 def choose_loss(requested: str, data_format: str) -> str:
     fitting = LOSSES_BY_FORMAT[data_format]
     if requested == "auto":
-        return fitting[0]
+        from core.training.recipes import recipe_for
+
+        return recipe_for(data_format).loss
     if requested not in fitting:
         raise EmbtuneError(f"loss {requested!r} does not fit {data_format} data; losses that fit: {', '.join(fitting)}")
     return requested
 
 
 def build_loss(name: str, model: Any, *, matryoshka_dims: list[int], mini_batch_size: int = 32,
-               matryoshka_weights: list[float] | None = None) -> Any:
+               matryoshka_weights: list[float] | None = None, scale: float | None = None) -> Any:
     from sentence_transformers.sentence_transformer import losses
 
+    in_batch = {"scale": scale} if scale else {}
     builders = {
-        "mnrl": lambda: losses.MultipleNegativesRankingLoss(model),
-        "cached_mnrl": lambda: losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size),
+        "mnrl": lambda: losses.MultipleNegativesRankingLoss(model, **in_batch),
+        "cached_mnrl": lambda: losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size,
+                                                                         **in_batch),
         "cosent": lambda: losses.CoSENTLoss(model),
         "cosine_similarity": lambda: losses.CosineSimilarityLoss(model),
         "triplet": lambda: losses.TripletLoss(model),

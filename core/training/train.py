@@ -16,7 +16,8 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +33,21 @@ from core.data.training_data import (
 )
 from core.device import resolve_device
 from core.errors import EmbtuneError
-from core.evaluate import RetrievalSet, compare_results, comparison_table, evaluate_retrieval, metric_name
+from core.evaluate import RetrievalSet, evaluate_retrieval, metric_name
 from core.progress import CancelToken
 from core.training.config import TrainingConfig
+from core.training.gate import decide
 from core.training.losses import IN_BATCH_NEGATIVE_LOSSES, build_loss, choose_loss
-from core.training.progress import ProgressBridge, TrainingProgress, TrainingProgressCallback
+from core.training.measure import as_embedder as _as_embedder
+from core.training.measure import before_after, forgetting_check, overfitting_warnings
+from core.training.progress import CheckpointTimer, ProgressBridge, TrainingProgressCallback
+from core.training.recipes import apply_recipe, resolve_matryoshka_dims
+from core.training.run_record import RunRecorder, stop_on_signals
 
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "embtune_run.json"
 NEGATIVES_FILE = "mined_negatives.jsonl"
-FORGETTING_TOLERANCE = 0.01  # NDCG@10 points (0..1 scale) the general set may lose before we warn
 
 
 @dataclass
@@ -65,6 +70,9 @@ class TrainingResult:
     rank: int = 0
     world_size: int = 1
     global_steps: int = 0
+    gate: dict[str, Any] = field(default_factory=dict)
+    """The gate's decision (``GateDecision.to_dict()``): status, verdict, reason and figures."""
+    resumed_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,28 +85,69 @@ def train(
     progress: TrainingProgressCallback | None = None,
     cancel: CancelToken | None = None,
     show_progress: bool = True,
+    notice: Callable[[str], None] | None = None,
 ) -> TrainingResult:
-    """Run one fine-tune end to end; ``db`` (a ``storage.db.Database``) records it when given."""
-    from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.training_args import (
-        BatchSamplers,
-        SentenceTransformerTrainingArguments,
-    )
+    """Run one fine-tune end to end; ``db`` (a ``storage.db.Database``) records it when given.
 
+    The run ends ``finished``, ``not proven`` or ``rejected`` by the gate (``core.training.gate``),
+    ``cancelled`` on the token or SIGTERM/Ctrl-C (after a checkpoint); ``notice`` hears the few
+    lines a user must see, such as which checkpoint a resume starts from. Data mistakes are
+    refused before a run is recorded; from then on the run's row says what it is doing.
+    """
     output_dir = Path(config.output_dir).expanduser().resolve()
     _check_output_dir(output_dir, config)
-    run_name = config.run_name or f"{output_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = config.run_name or _resumed_run_name(config, output_dir, db) or \
+        f"{output_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     data = load_training_data(config.data, data_format=config.data_format, corpus=config.corpus,
                               corpus_text_column=config.corpus_text_column, db=db)
+    config = apply_recipe(config, data.data_format)
     loss_name = choose_loss(config.loss, data.data_format)
     group = group_column_for(data.frame, config.group_by)
     splits = split_by_group(data.frame, group, validation=config.validation_fraction, test=config.test_fraction,
                             seed=config.seed, source=config.data)
-    warnings_list = list(data.report.warnings)
-    device, precision = _device_and_precision(config, warnings_list)
+    result = TrainingResult(run_name, "running", str(output_dir), data.data_format, loss_name, splits.sizes(),
+                            data.report.to_dict(), warnings=list(data.report.warnings))
+    runs = _run_store(db) if int(os.environ.get("RANK", "0")) == 0 else None
+    recorder = None
+    if runs is not None:
+        runs.start(run_name, collection_name=config.collection, config=config.to_dict(),
+                   dataset_fingerprint=_fingerprint(data.frame), model_path=str(output_dir))
+        recorder = RunRecorder(runs, run_name)
+        recorder.register_process()
+        recorder.start()
+        recorder.phase("loading the model")
+    cancel = cancel or CancelToken()
+    try:
+        with stop_on_signals(cancel):
+            config = _train_and_measure(result, config, data, splits, output_dir, runs=runs, recorder=recorder,
+                               progress=progress, cancel=cancel, show_progress=show_progress, notice=notice)
+    except Exception as exc:
+        if runs is not None:
+            runs.update(run_name, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if recorder is not None:
+            recorder.stop()
+    if runs is not None:
+        runs.update(run_name, status=result.status, epoch_metrics=result.epoch_metrics, config=config.to_dict(),
+                    error=(result.gate or {}).get("reason") if result.status == "rejected" else None,
+                    before_after={"comparisons": result.before_after, "table": result.table,
+                                  "forgetting": result.forgetting, "warnings": result.warnings, "gate": result.gate})
+    return result
 
+
+def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any, splits: Any, output_dir: Path, *,
+                       runs: Any, recorder: RunRecorder | None, progress: TrainingProgressCallback | None,
+                       cancel: CancelToken, show_progress: bool, notice: Callable[[str], None] | None
+                       ) -> TrainingConfig:
+    """Train, then (rank 0) measure, gate and save; ``result`` carries the outcome back, the config
+    returned has every recipe value resolved (the Matryoshka dimensions need the model's)."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    device, precision = _device_and_precision(config, result.warnings)
     model = _load_trainable(config, device)
     full_dim = _dimension(model)
+    config = replace(config, matryoshka_dims=resolve_matryoshka_dims(config, data.data_format, full_dim))
     too_large = [d for d in config.matryoshka_dims if d > full_dim]
     if too_large:
         raise EmbtuneError(f"matryoshka_dims {too_large} are larger than the model's dimension {full_dim}")
@@ -109,11 +158,76 @@ def train(
     test_set = _test_set(config, splits.test, data.corpus) if retrieval else None
     metric_for_best = config.metric_for_best if config.metric_for_best != "auto" else \
         metric_name(min(dims), "ndcg@10")
-
     checkpoints = output_dir.parent / f".{output_dir.name}.checkpoints"
-    in_batch = loss_name in IN_BATCH_NEGATIVE_LOSSES
     evaluate_epochs = config.eval_each_epoch and validation_set is not None
-    args = SentenceTransformerTrainingArguments(
+    args = _training_arguments(config, result.loss, checkpoints, precision, device, len(splits.train),
+                               evaluate_epochs, metric_for_best, show_progress)
+    if recorder is not None and (config.hard_negatives or config.augment_typos):
+        recorder.phase("preparing the training data")
+    train_frame, mined = _prepare_training_frame(splits.train, data.corpus, config, model, result.loss)
+    result.mined_negatives = [m.to_dict() for m in mined]
+    if mined:
+        flagged = sum(1 for m in mined if m.flag)
+        used = "used" if config.use_flagged_negatives else "not used"
+        result.warnings.append(f"hard negatives: {len(mined)} mined, {flagged} flagged as too close to the "
+                               f"positive or labelled relevant ({used})")
+    evaluator = _validation_evaluator(validation_set, dims, metric_for_best) if evaluate_epochs else None
+    bridge = ProgressBridge(progress=progress, cancel=cancel)
+    if recorder is not None:
+        bridge.on_update = recorder.record
+    train_dataset = loss_dataset(train_frame, result.loss, data.data_format, config.relevance_threshold)
+    args.prompts = column_prompts(getattr(model, "prompts", None), train_dataset.column_names) or None
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=train_dataset,
+        loss=build_loss(result.loss, model, matryoshka_dims=config.matryoshka_dims,
+                        mini_batch_size=config.mini_batch_size, matryoshka_weights=config.matryoshka_weights,
+                        scale=config.loss_scale),
+        evaluator=evaluator, callbacks=[bridge, CheckpointTimer(config.checkpoint_minutes * 60)],
+    )
+    if not show_progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict when the bar is off
+    result.resumed_from = _resume_checkpoint(config, checkpoints, notice)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=result.resumed_from)
+    result.train_seconds = time.perf_counter() - started
+    result.rank, result.world_size = trainer.args.process_index, trainer.args.world_size
+    result.global_steps = int(trainer.state.global_step)
+    result.epoch_metrics = bridge.epoch_metrics
+    result.warnings += overfitting_warnings(bridge.epoch_metrics, f"eval_{metric_for_best}")
+    if cancel.cancelled:
+        result.status = "cancelled"  # the checkpoint stays for --resume
+        return config
+    if not trainer.is_world_process_zero():
+        result.status = "finished"
+        return config
+    if recorder is not None:
+        recorder.phase("evaluating")
+    tuned = _as_embedder(model, str(output_dir))
+    primary = before_after(result, config, tuned, test_set, dims, device, runs, metric_for_best) \
+        if test_set is not None else None
+    forgetting = forgetting_check(result, config, tuned, device) if config.forgetting_check and retrieval else None
+    decision = decide(primary, metric=metric_for_best, forgetting=forgetting,
+                      forgetting_threshold=config.forgetting_threshold / 100, accept_worse=config.accept_worse)
+    result.gate, result.status = decision.to_dict(), decision.status
+    if recorder is not None:
+        recorder.phase("saving")
+    _save_model(model, output_dir, config, result)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return config
+
+
+def _training_arguments(config: TrainingConfig, loss_name: str, checkpoints: Path, precision: str, device: str,
+                        train_rows: int, evaluate_epochs: bool, metric_for_best: str, show_progress: bool) -> Any:
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+
+    in_batch = loss_name in IN_BATCH_NEGATIVE_LOSSES
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
@@ -126,7 +240,7 @@ def train(
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
-        ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_backend="gloo" if device == "cpu" and distributed else None,
         batch_sampler=BatchSamplers.NO_DUPLICATES if in_batch and config.no_duplicates_sampler
         else BatchSamplers.BATCH_SAMPLER,
         eval_strategy="epoch" if evaluate_epochs else "no",
@@ -135,78 +249,46 @@ def train(
         load_best_model_at_end=evaluate_epochs and config.keep_best,
         metric_for_best_model=f"eval_{metric_for_best}" if evaluate_epochs else None,
         greater_is_better=True,
-        logging_steps=max(1, min(50, _steps_per_epoch(len(splits.train), config) // 4 or 1)),
+        logging_steps=max(1, min(10, _steps_per_epoch(train_rows, config) // 4 or 1)),
         seed=config.seed,
         report_to=[],
         disable_tqdm=not show_progress,
         save_only_model=False,
-        dataloader_drop_last=in_batch and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        dataloader_drop_last=in_batch and distributed,
     )
-    train_frame, mined = _prepare_training_frame(splits.train, data.corpus, config, model, loss_name)
-    if mined:
-        result_flags = sum(1 for m in mined if m.flag)
-        used = "used" if config.use_flagged_negatives else "not used"
-        warnings_list.append(f"hard negatives: {len(mined)} mined, {result_flags} flagged as too close to the "
-                             f"positive or labelled relevant ({used})")
-    evaluator = _validation_evaluator(validation_set, dims, metric_for_best) if evaluate_epochs else None
-    bridge = ProgressBridge(progress=progress, cancel=cancel)
-    train_dataset = loss_dataset(train_frame, loss_name, data.data_format, config.relevance_threshold)
-    args.prompts = column_prompts(getattr(model, "prompts", None), train_dataset.column_names) or None
-    trainer = SentenceTransformerTrainer(
-        model=model, args=args,
-        train_dataset=train_dataset,
-        loss=build_loss(loss_name, model, matryoshka_dims=config.matryoshka_dims,
-                        mini_batch_size=config.mini_batch_size, matryoshka_weights=config.matryoshka_weights),
-        evaluator=evaluator, callbacks=[bridge],
-    )
-    if not show_progress:
-        from transformers.trainer_callback import PrinterCallback
 
-        trainer.remove_callback(PrinterCallback)  # it prints every log dict when the bar is off
-    is_main = trainer.is_world_process_zero()
-    runs = _run_store(db) if is_main else None
-    result = TrainingResult(run_name, "running", str(output_dir), data.data_format, loss_name, splits.sizes(),
-                            data.report.to_dict(), warnings=warnings_list)
-    result.mined_negatives = [m.to_dict() for m in mined]
-    if runs is not None:
-        runs.start(run_name, collection_name=config.collection, config=config.to_dict(),
-                   dataset_fingerprint=_fingerprint(data.frame), model_path=str(output_dir))
-        bridge.on_update = _progress_recorder(runs, run_name)
-    started = time.perf_counter()
-    try:
-        resume = config.resume and any(checkpoints.glob("checkpoint-*"))
-        trainer.train(resume_from_checkpoint=True if resume else None)
-    except Exception as exc:
-        if runs is not None:
-            runs.update(run_name, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    result.train_seconds = time.perf_counter() - started
-    result.rank, result.world_size = trainer.args.process_index, trainer.args.world_size
-    result.global_steps = int(trainer.state.global_step)
-    result.epoch_metrics = bridge.epoch_metrics
-    result.warnings += overfitting_warnings(bridge.epoch_metrics, f"eval_{metric_for_best}")
-    if cancel is not None and cancel.cancelled:
-        result.status = "cancelled"
-        if runs is not None:
-            runs.update(run_name, status="cancelled", epoch_metrics=result.epoch_metrics)
-        return result
-    if not is_main:
-        result.status = "done"
-        return result
 
-    tuned = _as_embedder(model, str(output_dir))
-    if test_set is not None:
-        _before_after(result, config, tuned, test_set, dims, device, runs)
-    if config.forgetting_check and retrieval:
-        _forgetting(result, config, tuned, device)
-    _save_model(model, output_dir, config, result)
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    result.status = "done"
-    if runs is not None:
-        runs.update(run_name, status="done", epoch_metrics=result.epoch_metrics,
-                    before_after={"comparisons": result.before_after, "table": result.table,
-                                  "forgetting": result.forgetting, "warnings": result.warnings})
-    return result
+def _resume_checkpoint(config: TrainingConfig, checkpoints: Path, notice: Callable[[str], None] | None) -> str | None:
+    """The newest complete checkpoint ``--resume`` continues from, said out loud either way.
+
+    The trainer writes a checkpoint in place and its ``trainer_state.json`` last, so a process
+    killed while saving leaves a folder without it: that one is skipped (and said so).
+    """
+    if not config.resume:
+        return None
+    found = sorted(((int(folder.name.rsplit("-", 1)[1]), folder) for folder in checkpoints.glob("checkpoint-*")
+                    if folder.is_dir() and folder.name.rsplit("-", 1)[1].isdigit()), reverse=True)
+    messages = [f"skipping {folder.name}: incomplete (the process ended while saving it)"
+                for _, folder in found if not (folder / "trainer_state.json").is_file()]
+    complete = [(step, folder) for step, folder in found if (folder / "trainer_state.json").is_file()]
+    messages.append(f"resuming from {complete[0][1].name} (step {complete[0][0]}) in {checkpoints}" if complete
+                    else f"no checkpoint in {checkpoints}: starting from step 0")
+    for message in messages:
+        logger.warning(message)
+        if notice is not None:
+            notice(message)
+    return str(complete[0][1]) if complete else None
+
+
+def _resumed_run_name(config: TrainingConfig, output_dir: Path, db: Any) -> str | None:
+    """A resumed run keeps its name (and its row): the newest run that was writing to the same folder."""
+    if not (config.resume and db is not None):
+        return None
+    for run in _run_store(db).list():
+        if run.model_path and Path(run.model_path) == output_dir and run.status not in ("finished", "not proven",
+                                                                                          "rejected", "done"):
+            return run.name
+    return None
 
 
 # -- pieces ------------------------------------------------------------------------------------
@@ -334,61 +416,6 @@ def _steps_per_epoch(rows: int, config: TrainingConfig) -> int:
     return max(1, rows // (config.batch_size * config.gradient_accumulation_steps))
 
 
-def _as_embedder(model: Any, model_id: str) -> Any:
-    from core.embedders.text import TextEmbedder
-
-    return TextEmbedder(model, model_id=model_id, spec=model_id, cache=None)
-
-
-def _before_after(result: TrainingResult, config: TrainingConfig, tuned: Any, test_set: RetrievalSet,
-                  dims: list[int], device: str, runs: Any) -> None:
-    from core.embedders import load_embedder
-
-    base = load_embedder(config.model, device=device, fallback=False, cache=False)
-    before = evaluate_retrieval(base, test_set, dimensions=dims)
-    after = evaluate_retrieval(tuned, test_set, dimensions=dims)
-    comparisons = compare_results(before, after)
-    result.before_after = [c.to_dict() for c in comparisons]
-    result.table = comparison_table(comparisons)
-    if test_set.query_kinds:
-        full = max(dims)
-        result.by_kind = {"before": before.by_kind("recall@3", full), "after": after.by_kind("recall@3", full)}
-    if runs is not None:
-        for label, evaluation, spec in (("before", before, config.model), ("after", after, result.output_dir)):
-            runs.save_evaluation(model_spec=spec, model_fingerprint=evaluation.model_fingerprint,
-                                 data_source=f"{config.data}#test ({label})", metrics=evaluation.metrics,
-                                 per_query=evaluation.per_query_rows(), run_name=result.run_name)
-
-
-def _forgetting(result: TrainingResult, config: TrainingConfig, tuned: Any, device: str) -> None:
-    from core.data.bundled import bundled_retrieval_set
-    from core.embedders import load_embedder
-
-    general = bundled_retrieval_set(config.forgetting_data)
-    base = load_embedder(config.model, device=device, fallback=False, cache=False)
-    before = evaluate_retrieval(base, general).metric("ndcg@10")
-    after = evaluate_retrieval(tuned, general).metric("ndcg@10")
-    result.forgetting = {"data": general.name, "ndcg@10_before": before, "ndcg@10_after": after,
-                         "delta": after - before}
-    if after - before < -FORGETTING_TOLERANCE:
-        result.warnings.append(f"forgetting: NDCG@10 on the general set fell {before:.4f} → {after:.4f} "
-                               f"({(after - before) * 100:+.1f} points)")
-
-
-def overfitting_warnings(epoch_metrics: list[dict[str, Any]], metric: str) -> list[str]:
-    """Validation getting worse for two evaluations while training loss keeps falling."""
-    points = [m for m in epoch_metrics if metric in m and "train_loss" in m]
-    if len(points) < 3:
-        return []
-    last = points[-3:]
-    metric_falls = last[0][metric] > last[1][metric] > last[2][metric]
-    loss_falls = last[0]["train_loss"] > last[1]["train_loss"] > last[2]["train_loss"]
-    if metric_falls and loss_falls:
-        return [f"overfitting: {metric} fell for two evaluations ({last[0][metric]:.4f} → {last[2][metric]:.4f}) "
-                "while training loss kept falling; fewer epochs or more data"]
-    return []
-
-
 def _save_model(model: Any, output_dir: Path, config: TrainingConfig, result: TrainingResult) -> None:
     """Write to a sibling temp folder, then swap it in, so a crash never leaves half a model."""
     staging = output_dir.parent / f".{output_dir.name}.saving-{os.getpid()}"
@@ -406,23 +433,6 @@ def _save_model(model: Any, output_dir: Path, config: TrainingConfig, result: Tr
         os.replace(output_dir, retired)
     os.replace(staging, output_dir)
     shutil.rmtree(retired, ignore_errors=True)
-
-
-HISTORY_POINTS = 500  # loss points kept in the run's progress for the studio's live curve
-
-
-def _progress_recorder(runs: Any, run_name: str) -> TrainingProgressCallback:
-    """Store each progress snapshot with the loss history so far (thinned to ``HISTORY_POINTS``)."""
-    history: list[dict[str, float]] = []
-
-    def record(snapshot: TrainingProgress) -> None:
-        if snapshot.loss is not None and (not history or history[-1]["step"] != snapshot.step):
-            history.append({"step": snapshot.step, "epoch": snapshot.epoch, "loss": snapshot.loss})
-            if len(history) > HISTORY_POINTS:
-                del history[1::2]
-        runs.update(run_name, progress={**snapshot.to_dict(), "history": list(history)})
-
-    return record
 
 
 def _run_store(db: Any) -> Any:
@@ -456,4 +466,4 @@ def _validation_evaluator(data: RetrievalSet, dims: list[int], primary: str) -> 
     return ValidationEvaluator()
 
 
-__all__ = ["TrainingProgress", "TrainingResult", "overfitting_warnings", "train"]
+__all__ = ["TrainingResult", "train"]

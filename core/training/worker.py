@@ -52,10 +52,16 @@ def main(argv: list[str] | None = None) -> int:
             runs.update(args.run, status="cancelled")
             return 0
         from core.training.config import TrainingConfig
+        from core.training.progress import console_progress
         from core.training.train import train
 
-        result = train(TrainingConfig.from_dict(dict(run.config)), db=runs.db, cancel=cancel, show_progress=False)
-        print(f"run {args.run}: {result.status} in {result.train_seconds:.0f} s")
+        def say(line: str) -> None:
+            print(line, flush=True)
+
+        result = train(TrainingConfig.from_dict(dict(run.config)), db=runs.db, cancel=cancel, show_progress=False,
+                       progress=console_progress(say), notice=say)
+        say(f"run {args.run}: {result.status} after {result.train_seconds:.0f} s of training"
+            + (f" — {result.gate.get('reason')}" if result.gate else ""))
         return 0
     except EmbtuneError as exc:
         print(f"error: {exc}")

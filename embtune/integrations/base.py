@@ -53,7 +53,7 @@ def load_model(
 
     spec = model_name
     if spec.startswith("run:"):
-        from core.evaluate import resolve_model_spec
+        from core.training.runs import resolve_model_spec
         from storage.db import Database
         from storage.workspace import Workspace
 

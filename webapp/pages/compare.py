@@ -97,12 +97,14 @@ if reports:
                                 width="stretch")
 
 # -- training runs: their own before/after and forgetting check ------------------------------------
+from core.training.runs import WITH_MODEL, effective_status, gate_of  # noqa: E402
 from storage.db import RunStore  # noqa: E402
 
-done = [run for run in RunStore(db).list() if run.status == "done" and run.before_after]
+done = [run for run in RunStore(db).list() if effective_status(run) in WITH_MODEL and run.before_after]
 if done:
     st.header("Training runs")
     run = next(r for r in done if r.name == st.selectbox("Run", [r.name for r in done], key="compare_run_pick"))
+    widgets.gate_verdict(gate_of(run))
     if run.before_after.get("table"):
         st.markdown(run.before_after["table"])
     forgetting = run.before_after.get("forgetting") or {}

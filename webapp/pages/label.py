@@ -62,7 +62,7 @@ with st.sidebar.expander("Candidates"):
 # -- candidates -----------------------------------------------------------------------------------
 if query:
     with widgets.user_errors():
-        from core.evaluate import resolve_model_spec
+        from core.training.runs import resolve_model_spec
 
         collection = widgets.collection(name)
         mine = {label.item_key: label.score for label in labels

@@ -71,7 +71,7 @@ def _chart(frame: pd.DataFrame, title: str, colour: str | None, placement, key: 
 
 
 with widgets.user_errors():
-    from core.evaluate import resolve_model_spec
+    from core.training.runs import resolve_model_spec
 
     collection = widgets.collection(name)
     panels = [("collection model", None)]

@@ -1,4 +1,5 @@
-"""Train: configure a fine-tune, launch it in its own process, follow it live, cancel it."""
+"""Train: configure a fine-tune (the data format's recipe as defaults), launch it in its own process,
+follow it live (only the progress area refreshes), cancel it, and read the gate's verdict."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import streamlit as st
 
 from core.training import launcher
 from core.training.config import TrainingConfig
+from core.training.runs import ACTIVE_STATES, gate_of, refresh_runs, run_duration_s, run_summary
 from webapp import widgets
 
 st.title("Train")
@@ -19,8 +21,23 @@ workspace, db = widgets.workspace_and_db()
 # -- configure ------------------------------------------------------------------------------------
 st.header("New run")
 names = widgets.collection_names()
-source_kind = st.radio("Data", ["Labels in storage", "A file on this machine", "Bundled catalogue"],
-                       horizontal=True, key="train_source")
+SOURCES = ["Labels in storage", "A file on this machine", "Bundled catalogue"]
+
+
+def labels_can_train(collection_names: list[str]) -> bool:
+    """Whether the first collection's labels are enough to train on (else the page opens on the bundled data)."""
+    if not collection_names:
+        return False
+    try:
+        launcher.inspect_training_data(f"labels:{collection_names[0]}", db=db)
+    except Exception:  # too few labels, or none: not the source to open on
+        return False
+    return True
+
+
+if "train_source" not in st.session_state:
+    st.session_state["train_source"] = SOURCES[0] if labels_can_train(names) else SOURCES[2]
+source_kind = st.radio("Data", SOURCES, horizontal=True, key="train_source")
 collection = None
 data = None
 if source_kind == "Labels in storage":
@@ -71,20 +88,30 @@ if data:
             st.warning(warning)
 
 if found:
+    recipe = found["recipe"]
+    st.caption(f"Defaults: the measured recipe for {found['data_format']} data (docs/finetune-results.md).")
     left, middle, right = st.columns(3)
     base_model = left.text_input("Base model", value="default", key="train_model").strip() or "default"
     loss = middle.selectbox("Loss (those that fit this data)", found["losses"], key="train_loss")
-    dims = right.multiselect("Matryoshka dimensions", [384, 256, 128, 64, 32], default=[], key="train_dims")
-    epochs = left.number_input("Epochs", 0.1, 100.0, 1.0, 0.5, key="train_epochs")
-    batch_size = middle.number_input("Batch size", 1, 1024, 16, key="train_batch")
-    lora = right.toggle("LoRA adapter", value=False, key="train_lora")
+    dims = right.multiselect("Matryoshka dimensions", [384, 256, 128, 64, 32],
+                             default=[384, 256, 128, 64] if recipe["matryoshka"] else [], key="train_dims")
+    epochs = left.number_input("Epochs", 0.1, 100.0, float(recipe["epochs"]), 0.5, key="train_epochs")
+    batch_size = middle.number_input("Batch size", 1, 1024, int(recipe["batch_size"]), key="train_batch")
+    learning_rate = right.number_input("Learning rate", 1e-7, 1e-1, float(recipe["learning_rate"]), format="%.1e",
+                                       key="train_lr")
+    typos = left.number_input("Typo variants per query", 0, 5, int(recipe["augment_typos"]), key="train_typos")
+    lora = middle.toggle("LoRA adapter", value=False, key="train_lora")
+    accept_worse = right.checkbox("Accept a run the gate rejects", value=False, key="train_accept_worse",
+                                  help="Recorded with the run; a rejected run is otherwise never served.")
     typed_name = left.text_input("Run name", value="", placeholder="a new name is made when empty",
                                  key="train_run_name").strip()
     run_name = typed_name or st.session_state.setdefault("train_auto_name", launcher.new_run_name())
     with widgets.user_errors():
         config = TrainingConfig(data=data, output_dir=str(workspace.models_dir / run_name), model=base_model,
                                 loss=loss, matryoshka_dims=list(dims), epochs=float(epochs),
-                                batch_size=int(batch_size), lora=lora, collection=collection, run_name=run_name)
+                                batch_size=int(batch_size), learning_rate=float(learning_rate),
+                                augment_typos=int(typos), lora=lora, accept_worse=accept_worse,
+                                collection=collection, run_name=run_name)
         with st.expander("TrainingConfig JSON"):
             st.code(json.dumps(config.to_dict(), indent=2, ensure_ascii=False), language="json")
         if st.button("Launch", type="primary", key="train_launch"):
@@ -99,16 +126,16 @@ st.header("Runs")
 
 @st.fragment(run_every=2.0)
 def runs_panel() -> None:
-    runs = launcher.refresh_runs(db)
+    runs = refresh_runs(db)
     if not runs:
         st.info("No runs yet.")
         return
+    rows = [run_summary(run) for run in runs]
     table = pd.DataFrame([{
-        "run": run.name, "status": run.status, "collection": run.collection_name,
-        "step": f"{(run.progress or {}).get('step', 0)}/{(run.progress or {}).get('total_steps', 0)}",
-        "duration s": round(launcher.run_duration_s(run) or 0.0, 1),
-        "error": run.error or "",
-    } for run in runs])
+        "run": row["name"], "state": row["state"], "collection": row["collection"],
+        "step": f"{row['step']}/{row['total_steps']}", "duration s": round(row["duration_s"] or 0.0, 1),
+        "verdict": row["verdict"] or "", "Δ primary": row["delta"],
+    } for row in rows])
     st.dataframe(table, hide_index=True, width="stretch")
     names = [run.name for run in runs]
     selected = st.session_state.get("train_selected")
@@ -116,14 +143,18 @@ def runs_panel() -> None:
     st.session_state["train_selected"] = chosen
     run = next(r for r in runs if r.name == chosen)
     progress = run.progress or {}
-    cols = st.columns(4)
-    cols[0].metric("Status", run.status)
+    cols = st.columns(5)
+    cols[0].metric("Status", run.status if run.status != "running" else progress.get("phase", "running"))
     cols[1].metric("Step", f"{progress.get('step', 0)} / {progress.get('total_steps', 0)}")
     cols[2].metric("Epoch", f"{progress.get('epoch', 0.0):.2f}")
+    cols[3].metric("Duration", f"{run_duration_s(run) or 0.0:.0f} s")
     eta = progress.get("eta_s")
-    cols[3].metric("ETA", f"{eta:.0f} s" if eta is not None and run.status == "running" else "–")
-    if run.error:
-        st.error(f"failed: {run.error}")
+    cols[4].metric("ETA", f"{eta:.0f} s" if eta is not None and run.status == "running" else "–")
+    gate = gate_of(run)
+    if gate is not None:
+        widgets.gate_verdict(gate)
+    elif run.status in ("failed", "interrupted", "cancelled"):
+        st.error(run_summary(run)["state"])
     history = progress.get("history") or []
     if history:
         st.altair_chart(alt.Chart(pd.DataFrame(history)).mark_line(point=True).encode(
@@ -135,7 +166,7 @@ def runs_panel() -> None:
     if (run.before_after or {}).get("table"):
         st.caption("Before → after on the held-out test split")
         st.markdown(run.before_after["table"])
-    if run.status in launcher.ACTIVE_STATES and st.button("Cancel this run", key=f"cancel-{run.name}"):
+    if run.status in ACTIVE_STATES and st.button("Cancel this run", key=f"cancel-{run.name}"):
         launcher.cancel_training(run.name, db)
         st.toast(f"cancelling {run.name}")
 
