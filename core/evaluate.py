@@ -197,7 +197,9 @@ def _load_pairs(path: Path, corpus: Mapping[str, str] | None, name: str) -> Retr
         raise DataError(f"{path}: has item ids but no corpus: pass --corpus COLLECTION (or use an 'item' text column)")
     query_ids: dict[str, str] = {}
     items: dict[str, str] = dict(corpus or {})
-    item_ids_by_text: dict[str, str] = {}
+    # An item written as text that is also a corpus item is that item (not a second copy the model
+    # would be scored against).
+    item_ids_by_text: dict[str, str] = {text.strip(): item_id for item_id, text in items.items()}
     qrels: dict[str, dict[str, float]] = {}
     kinds: dict[str, str] = {}
     for row_number, row in enumerate(frame.to_dict(orient="records"), start=1):
@@ -214,13 +216,21 @@ def _load_pairs(path: Path, corpus: Mapping[str, str] | None, name: str) -> Retr
             text = str(row["item"]).strip()
             if not text:
                 raise DataError(f"{path}: row {row_number}: column 'item' is empty")
-            item_id = item_ids_by_text.setdefault(text, f"d{len(item_ids_by_text) + 1}")
-            items[item_id] = text
+            if text not in item_ids_by_text:
+                item_ids_by_text[text] = _new_id(items, len(item_ids_by_text) + 1)
+            item_id = item_ids_by_text[text]
+            items.setdefault(item_id, text)
         qrels.setdefault(query_id, {})[item_id] = _score(row["score"], path, row_number)
         if row.get("kind"):
             kinds[query_id] = str(row["kind"])
     queries = {query_id: query for query, query_id in query_ids.items()}
     return RetrievalSet(name, queries, items, qrels, kinds)
+
+
+def _new_id(items: Mapping[str, str], number: int) -> str:
+    while f"d{number}" in items:
+        number += 1
+    return f"d{number}"
 
 
 def _score(value: Any, source: Path, row_number: int) -> float:
@@ -443,10 +453,15 @@ class EvaluationReport:
     results: list[EvaluationResult]
     comparisons: dict[str, list[Comparison]]  # "B vs A" → comparisons
     regressions: list[Regression] = field(default_factory=list)
+    queries: int = 0
+    corpus_items: int = 0
+    corpus_note: str = ""
+    """Where the corpus came from, said when it is smaller than a user may think (a pairs file alone)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "data": self.data_name,
+            "data": self.data_name, "queries": self.queries, "corpus_items": self.corpus_items,
+            "corpus_note": self.corpus_note,
             "results": [r.to_dict() for r in self.results],
             "comparisons": {key: [c.to_dict() for c in value] for key, value in self.comparisons.items()},
             "regressions": [r.to_dict() for r in self.regressions],
@@ -526,4 +541,10 @@ def run_evaluation(data_path: str | Path, models: Sequence[str], *, dimensions: 
                                                                                seed=seed) for r in results[1:]}
     worst = regressions(results[0], results[-1], data, limit=regressions_limit) \
         if regressions_limit and len(results) > 1 else []
-    return EvaluationReport(data.name, results, comparisons, worst)
+    note = ""
+    if not str(data_path).startswith("bundled:") and not Path(data_path).is_dir():
+        note = ("the corpus given with --corpus plus the items the pairs file names" if corpus is not None else
+                "only the items named in the pairs file: other items of your catalogue are not searched "
+                "(give --corpus FILE or COLLECTION to search all of them)")
+    return EvaluationReport(data.name, results, comparisons, worst, queries=len(data.queries),
+                            corpus_items=len(data.corpus), corpus_note=note)

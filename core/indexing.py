@@ -29,7 +29,7 @@ from core.embedders.backends import backend_spec, split_backend_spec
 from core.embedders.registry import DEFAULT_MODEL, known_model_by_id
 from core.errors import CollectionError, DataError, DimensionMismatchError, ImageError
 from core.images import ImageInput, check_image_files
-from core.index import Collection, Filter, SearchHit, check_k, read_manifest
+from core.index import Collection, Filter, SearchHit, check_k, read_manifest, resolve_index_kind
 from core.progress import CancelToken, ProgressCallback
 from storage.db import Database
 from storage.workspace import Workspace
@@ -126,6 +126,7 @@ def index_file(
             raise DataError(f"--image-column needs an image model, and {embedder.model_id} is a text model: "
                             "use --model screen:default (OCR + the bundled text model, offline), "
                             "clip:ARCH/TAG or clip:/path/to/open_clip/folder")
+        resolve_index_kind(index_kind, len(ids), embedder.dimension)  # a wrong kind fails before embedding
         try:
             vectors = embedder.encode_images(paths, progress=progress, cancel=cancel, show_progress=show_progress)
         except ImageError as exc:
@@ -137,6 +138,7 @@ def index_file(
         built.add(ids, vectors, texts=texts, metadata=metadata)
     else:
         embedder = embedder or load_embedder(model, device=device, fallback=fallback)
+        resolve_index_kind(index_kind, len(ids), embedder.dimension)  # a wrong kind fails before embedding
         built = Collection.from_items(
             ids, texts, embedder, metadata=metadata, index_kind=index_kind, model_spec=embedder.spec,
             progress=progress, cancel=cancel, show_progress=show_progress,

@@ -56,8 +56,10 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *, resamples: int = 2000, se
         interval = bootstrap((diff,), np.mean, n_resamples=resamples, confidence_level=confidence,
                              method="percentile", rng=np.random.default_rng(seed)).confidence_interval
         low, high = float(interval.low), float(interval.high)
-    p_value = float(permutation_test((x, y), lambda u, v: np.mean(v - u), permutation_type="samples",
-                                     n_resamples=resamples, rng=np.random.default_rng(seed)).pvalue)
+    # One pair cannot be permuted (scipy refuses): nothing is significant on one observation.
+    p_value = 1.0 if len(x) < 2 else float(permutation_test(
+        (x, y), lambda u, v: np.mean(v - u), permutation_type="samples", n_resamples=resamples,
+        rng=np.random.default_rng(seed)).pvalue)
     sign_p = float(binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
     # The interval decides; with very few pairs a degenerate interval is not enough, the test must agree.
     significant = p_value < 1 - confidence

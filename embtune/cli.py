@@ -250,8 +250,8 @@ def eval_command(
                                        "corpus/queries/qrels CSVs")],
     models: Annotated[list[str], typer.Option("--model", help="model spec or run:NAME (repeat to compare)")],
     dims: Annotated[str | None, typer.Option("--dims", help="Matryoshka dimensions, e.g. 384,256,128,64")] = None,
-    corpus: Annotated[str | None, typer.Option("--corpus", help="collection (or id,text file) that item_id "
-                                               "refers to")] = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", help="collection or id,text file: the items searched "
+                                               "(item_id refers to them; item texts are added)")] = None,
     corpus_text_column: Annotated[str, typer.Option("--corpus-text-column")] = "text",
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full report (per-query values "
                                                   "included) here; Markdown beside it")] = None,
@@ -268,6 +268,8 @@ def eval_command(
     items = corpus_items(corpus, corpus_text_column, db=db) if corpus else None
     report = run_evaluation(data, models, dimensions=_split_ints(dims, "--dims") or None, corpus=items, db=db,
                             device=device, regressions_limit=regressions_limit)
+    typer.echo(f"evaluated {report.queries} queries against {report.corpus_items} corpus items"
+               + (f" ({report.corpus_note})" if report.corpus_note else ""), err=True)
     typer.echo(report.markdown())
     for regression in report.regressions:
         moves = ", ".join(f"{item}: {a or '-'}→{b or '-'}" for item, (a, b) in regression.relevant_moves.items())
@@ -664,6 +666,31 @@ DemoPort = Annotated[int | None, typer.Option("--port", help="port (default: gra
 DemoShare = Annotated[bool, typer.Option("--share", help=_SHARE_HELP)]
 
 
+def require_free_port(host: str, port: int | None) -> None:
+    """A busy or forbidden port is one clear line before any indexing, model loading or URL printing."""
+    import errno
+    import socket
+
+    if port is None:
+        return
+    if not 0 < port < 65536:
+        raise EmbtuneError(f"--port {port} is not a port number (1–65535)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise EmbtuneError(f"--host {host!r} cannot be resolved: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers themselves bind
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise EmbtuneError(f"port {port} on {host} is already in use: stop what listens there or choose "
+                                   "another with --port") from None
+            raise EmbtuneError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 @demo_app.command("product")
 def demo_product_command(
     ctx: typer.Context,
@@ -679,6 +706,7 @@ def demo_product_command(
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """Product search, model A vs model B side by side (demos/product_search.py)."""
+    require_free_port(host, port)
     from demos.product_search import launch
 
     context: Context = ctx.obj
@@ -700,6 +728,7 @@ def demo_screens_command(
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """Screenshot search with Right/Wrong buttons feeding the background fine-tuner (demos/image_search.py)."""
+    require_free_port(host, port)
     from demos.image_search import launch
 
     context: Context = ctx.obj
@@ -721,6 +750,7 @@ def studio_command(
 
     import webapp
 
+    require_free_port(host, port)
     context: Context = ctx.obj
     if workspace is not None:
         context = Context(workspace, context.db_url)

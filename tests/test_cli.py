@@ -160,3 +160,60 @@ def test_check_setup_fails_on_unreachable_database(run_cli) -> None:
     result = run_cli("--db", "postgresql+psycopg2://u@127.0.0.1:1/x", "check-setup", "--skip-model")
     assert result.code == 1
     assert any(line.startswith("✗ database") for line in result.out.splitlines())
+
+
+def test_a_wrong_index_kind_is_refused_before_anything_is_embedded(run_cli, items_csv: Path, workspace_dir: Path,
+                                                                    tiny_model_dir: Path, monkeypatch) -> None:
+    from core.embedders.text import TextEmbedder
+
+    def embedding_started(*args, **kwargs):
+        raise AssertionError("the items were embedded before the index kind was checked")
+
+    monkeypatch.setattr(TextEmbedder, "encode_document", embedding_started)
+    line = one_error_line(run_cli("index", str(items_csv), "--collection", "kinds", "--text-column", "name",
+                                  "--model", str(tiny_model_dir), "--index-kind", "HNSW_not_a_kind"))
+    assert "index kind 'HNSW_not_a_kind' is neither auto/flat/hnsw/ivf nor a faiss factory string" in line
+    assert not (workspace_dir / "collections" / "kinds").exists()
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_training(run_cli, tmp_path: Path, workspace_dir: Path,
+                                                                  tiny_model_dir: Path) -> None:
+    pairs = write_csv(tmp_path / "pairs.csv", [["anchor", "positive"]] + [[f"q{i}", f"item {i}"] for i in range(20)])
+    taken = tmp_path / "taken.txt"
+    taken.write_text("my notes\n", encoding="utf-8")
+    line = one_error_line(run_cli("train", "--data", str(pairs), "--output-dir", str(taken), "--model",
+                                  str(tiny_model_dir)))
+    assert f"--output-dir {taken} is an existing file" in line
+    assert taken.read_text(encoding="utf-8") == "my notes\n"  # never lost
+    assert json.loads(run_cli("runs", "--json").out) == []  # no run was recorded
+
+
+@pytest.mark.parametrize("command", [["studio"], ["demo", "product"], ["demo", "screens"]])
+def test_a_busy_port_is_one_line_before_any_work(run_cli, workspace_dir: Path, command: list[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli(*command, "--port", str(port))
+    line = one_error_line(result)
+    assert line == f"error: port {port} on 127.0.0.1 is already in use: stop what listens there or choose " \
+                   "another with --port"
+    assert "http://" not in result.out  # no URL printed for a server that never started
+    assert json.loads(run_cli("collections", "--json").out) == []  # nothing indexed first
+
+
+def test_eval_says_how_many_queries_and_items_and_that_pairs_alone_shrink_the_corpus(
+        run_cli, tmp_path: Path, tiny_model_dir: Path) -> None:
+    pairs = write_csv(tmp_path / "eval.csv", [["query", "item", "score"], ["flue", "chimney pipe", "1"],
+                                              ["watering", "garden hose", "1"]])
+    alone = run_cli("eval", "--data", str(pairs), "--model", str(tiny_model_dir))
+    assert alone.code == 0, alone.err
+    assert "evaluated 2 queries against 2 corpus items (only the items named in the pairs file" in alone.err
+    catalogue = write_csv(tmp_path / "catalogue.csv", [["id", "text"], ["P1", "chimney pipe"], ["P2", "garden hose"],
+                                                        ["P3", "paint"], ["P4", "drill"], ["P5", "ladder"]])
+    full = run_cli("eval", "--data", str(pairs), "--model", str(tiny_model_dir), "--corpus", str(catalogue))
+    assert full.code == 0, full.err
+    # the pairs' item texts are the catalogue's items, not extra copies: 5 items, not 7
+    assert "evaluated 2 queries against 5 corpus items (the corpus given with --corpus" in full.err

@@ -10,7 +10,7 @@ import pytest
 
 from core.data.formats import read_table
 from core.data.validate import validate_items
-from core.errors import DataError
+from core.errors import DataError, EmbtuneError
 from tests.conftest import write_csv
 
 
@@ -92,3 +92,16 @@ def test_duplicate_ids_name_both_rows() -> None:
     rows = [{"id": "1", "name": "a"}, {"id": "2", "name": "b"}, {"id": "1", "name": "c"}]
     with pytest.raises(DataError, match=r"f\.csv: id '1' appears in rows 1, 3"):
         validate_items(frame(rows), text_column="name", id_column="id", source="f.csv")
+
+
+def test_a_rejected_upload_is_removed_and_its_message_names_the_users_file(tmp_path) -> None:
+    from core.data.importing import keep_upload, table_columns
+
+    uploads = tmp_path / "uploads"
+    with pytest.raises(EmbtuneError) as caught:
+        keep_upload("catalogue.parquet", b"this is not parquet at all", folder=uploads, check=table_columns)
+    message = str(caught.value)
+    assert "catalogue.parquet" in message and str(uploads) not in message
+    assert not any(uploads.iterdir())  # the bad file is not kept
+    kept = keep_upload("ok.csv", b"id,text\n1,chimney\n", folder=uploads, check=table_columns)
+    assert kept.parent == uploads and kept.read_bytes() == b"id,text\n1,chimney\n"

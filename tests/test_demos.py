@@ -122,7 +122,7 @@ def test_product_without_a_run_says_so_in_column_b(product: Client) -> None:
     (("  ", "catalogue", "", "", 5), "the query is empty"),
     (("drill", "nope", "", "", 5), "collection 'nope' does not exist"),
     (("drill", "catalogue", "", "run:nope", 5), "no training run named 'nope'"),
-    (("drill", "catalogue", "run:broken", "", 5), "run is failed"),
+    (("drill", "catalogue", "run:broken", "", 5), "run:broken is failed: it has no model"),
 ])
 def test_product_bad_input_is_one_clear_error(product: Client, args: tuple[Any, ...], message: str) -> None:
     with pytest.raises(AppError, match=message):
@@ -154,7 +154,8 @@ def test_screens_confirmations_reach_the_fine_tuner_and_the_state_changes(screen
     assert "fine-tuning started" in outcome
     deadline = time.monotonic() + 180  # generous: CI machines may be busy
     state = client.predict(api_name="/state")
-    while state["trainings_run"] == 0 and time.monotonic() < deadline:
+    # The count moves before the tuner is idle again (it still swaps and prunes): wait for both.
+    while not (state["trainings_run"] == 1 and state["state"] == "idle") and time.monotonic() < deadline:
         assert len(client.predict(None, "settings", 1, api_name="/match")["matches"]) == 1  # lookups go on
         state = client.predict(api_name="/state")
     assert state["trainings_run"] == 1 and state["state"] == "idle", state

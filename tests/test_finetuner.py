@@ -161,22 +161,36 @@ def test_failed_training_keeps_the_old_model_serving_and_records_the_error(env) 
     assert tuner.serving.fingerprint != old.fingerprint
 
 
-def test_a_fine_tune_worse_on_held_out_confirmations_is_not_swapped_in(env, monkeypatch) -> None:
-    workspace, db, folder = env
-    tuner = tuner_for(env, trigger_threshold=5, max_holdout_drop=0.0)
-    old, record_before = tuner.serving, db.get_collection("screens")
-    scores = iter([1.0, 0.0])  # held-out top-1 of the old model, then of the new one
-    monkeypatch.setattr(tuner, "_top1", lambda serving, held_out: next(scores))
-    for image, workflow in confirmations(folder)[:5]:
-        tuner.confirm(image, workflow)
-    assert tuner.wait(120)
+def test_a_fine_tune_worse_on_held_out_confirmations_is_not_swapped_in(tmp_path: Path) -> None:
+    """Confirmations that teach the wrong workflow make a genuinely worse model (no score is patched): the
+    held-out one, confirmed right, is then answered wrongly, and the gate keeps the old model serving."""
+    workspace = Workspace.open(tmp_path / "ws")
+    db = Database(workspace.db_url())
+    rows = [["id", "text", "workflow_id"],
+            ["1", "open the settings", "settings"], ["2", "change my password", "settings"],
+            ["3", "notification preferences", "settings"], ["4", "pay for the order", "checkout"],
+            ["5", "add to cart and pay", "checkout"], ["6", "enter card details", "checkout"]]
+    index_file(write_csv(tmp_path / "flows.csv", rows), collection="flows", text_column="text", id_column="id",
+               model="minilm", device="cpu", workspace=workspace, db=db, show_progress=False)
+    holdout_every = 5  # the 5th confirmation (by id) is held out
+    tuner = LightweightFineTuner("flows", workspace=workspace, db=db, config=FineTunerConfig(
+        trigger_threshold=holdout_every, holdout_every=holdout_every, max_holdout_drop=0.0, learning_rate=1e-3,
+        epochs=10, device="cpu"))
+    old, record_before = tuner.serving, db.get_collection("flows")
+    for text in ("adjust my preferences", "my preferences please", "preferences page", "change preferences"):
+        tuner.confirm(text, "checkout")  # wrong on purpose
+    tuner.confirm("where can I adjust my preferences", "settings")  # held out, right
+    assert tuner.wait(180)
     stats = tuner.stats()
     assert stats.state == "idle" and stats.trainings_run == 1 and stats.failures == 0
-    assert stats.metrics_history[-1]["status"] == "rejected" and "fell 1.000 → 0.000" in stats.last_error
+    entry = stats.metrics_history[-1]
+    assert entry["held_out"] == 1 and entry["top1_before"] == 1.0, "the base model must answer the held-out right"
+    assert entry["status"] == "rejected" and entry["top1_after"] == 0.0
+    assert entry["gate"]["status"] == "rejected" and "held-out top-1 fell 1.0000 → 0.0000" in stats.last_error
     assert tuner.serving is old and stats.current_checkpoint is None
-    assert (db.get_collection("screens").model_spec, db.get_collection("screens").path) == \
+    assert (db.get_collection("flows").model_spec, db.get_collection("flows").path) == \
         (record_before.model_spec, record_before.path)
-    finetuned = workspace.models_dir / "finetuned" / "screens"
+    finetuned = workspace.models_dir / "finetuned" / "flows"
     assert not finetuned.exists() or not any(finetuned.iterdir()), "a rejected training left files behind"
 
 

@@ -54,6 +54,9 @@ def test_a_point_drop_beyond_max_drop_rejects_even_when_not_significant() -> Non
     assert difference["verdict"] == "not proven"
     assert decide(difference, metric="top-1", max_drop=0.0).status == REJECTED
     assert decide(difference, metric="top-1", max_drop=0.5).status == NOT_PROVEN
+    one = paired_difference(np.ones(1), np.zeros(1)).to_dict()  # a single held-out example
+    assert (one["verdict"], one["p_value"]) == ("not proven", 1.0)
+    assert decide(one, metric="top-1", max_drop=0.0).status == REJECTED
 
 
 def test_without_a_held_out_comparison_a_run_is_never_finished() -> None:

@@ -279,9 +279,13 @@ def test_training_with_too_few_pairs_is_a_message(populated, tmp_path: Path) -> 
     assert not [b for b in test.button if b.key == "train_launch"]
 
 
-def test_training_on_labels_that_do_not_exist_yet_is_a_message(populated) -> None:
+def test_the_train_page_opens_on_data_it_can_train_and_says_why_labels_cannot(populated) -> None:
     test = page("train")
     no_traceback(test)
+    assert not test.error  # no labels yet: it opens on the bundled catalogue, not on an error
+    assert test.radio(key="train_source").value == "Bundled catalogue"
+    assert "usable rows of scored data" in " ".join(texts(test.caption))
+    test.radio(key="train_source").set_value("Labels in storage").run()
     assert any("no labelled pairs yet" in e for e in texts(test.error))
 
 
@@ -293,8 +297,8 @@ def test_runs_list_shows_a_failed_run_with_its_reason(populated) -> None:
     test = page("train")
     no_traceback(test)
     table = test.dataframe[0].value
-    assert table.loc[table["run"] == "broken", "status"].iloc[0] == "failed"
-    assert any("CUDA out of memory" in e for e in texts(test.error))
+    assert table.loc[table["run"] == "broken", "state"].iloc[0] == "failed: CUDA out of memory"
+    assert any("failed: CUDA out of memory" in e for e in texts(test.error))
 
 
 # -- Compare ----------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ refused before being kept when it is not CSV/JSONL/Parquet, is empty, or is over
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import pandas as pd
 
 from core.data.formats import SUPPORTED_SUFFIXES, read_table
 from core.data.validate import item_problems
-from core.errors import DataError
+from core.errors import DataError, EmbtuneError
 
 DEFAULT_UPLOAD_LIMIT_MB = 200
 PREVIEW_ROWS = 20
@@ -61,6 +61,21 @@ def save_upload(name: str, data: bytes, *, folder: str | Path, limit_mb: float =
     if not target.exists():
         atomic_write_bytes(target, data)
     return target
+
+
+def keep_upload(name: str, data: bytes, *, folder: str | Path, check: Callable[[Path], Any],
+                limit_mb: float = DEFAULT_UPLOAD_LIMIT_MB, suffixes: Iterable[str] = SUPPORTED_SUFFIXES,
+                kind: str = "a CSV, JSONL or Parquet file") -> Path:
+    """``save_upload``, then ``check`` the kept file (read its columns, open the image); a file that fails
+    is removed again, and the message names the user's file, never the workspace path it was kept at."""
+    path = save_upload(name, data, folder=folder, limit_mb=limit_mb, suffixes=suffixes, kind=kind)
+    try:
+        check(path)
+    except EmbtuneError as exc:
+        path.unlink(missing_ok=True)
+        exc.args = (str(exc).replace(str(path), name).replace(path.name, name), *exc.args[1:])
+        raise exc from None
+    return path
 
 
 def preview_table(path: str | Path, *, text_column: str | None, id_column: str | None = None,

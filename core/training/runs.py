@@ -128,7 +128,7 @@ def resolve_run(spec: str, db: Any, *, collection: str | None = None) -> Any:
 
     run = RunStore(db).get(name)
     if run is None:
-        raise EmbtuneError(f"run:{name}: no training run of that name (embtune runs lists them)")
+        raise EmbtuneError(f"run:{name}: no training run named {name!r} (embtune runs lists them)")
     status = effective_status(run)
     if status not in WITH_MODEL or not run.model_path:
         raise EmbtuneError(f"run:{name} is {state_label(run)}: it has no model to use")

@@ -49,8 +49,8 @@ st.header("Import")
 from core.data.importing import (  # noqa: E402
     DEFAULT_UPLOAD_LIMIT_MB,
     IMAGE_SUFFIXES,
+    keep_upload,
     preview_table,
-    save_upload,
     table_columns,
 )
 from core.errors import EmbtuneError  # noqa: E402
@@ -62,7 +62,8 @@ with widgets.user_errors():
     if source == "Upload a file":
         upload = st.file_uploader(f"CSV, JSONL or Parquet (up to {limit_mb:g} MB)", key="import_upload")
         if upload is not None:
-            path = save_upload(upload.name, upload.getvalue(), folder=workspace.uploads_dir, limit_mb=limit_mb)
+            path = keep_upload(upload.name, upload.getvalue(), folder=workspace.uploads_dir, limit_mb=limit_mb,
+                               check=table_columns)
     else:
         typed = st.text_input("Path", key="import_path").strip()
         if typed:
@@ -123,9 +124,9 @@ if name:
         if picture is not None:
             from core.images import check_upload
 
-            kept = save_upload(picture.name, picture.getvalue(), folder=workspace.uploads_dir, limit_mb=limit_mb,
-                               suffixes=IMAGE_SUFFIXES, kind="a PNG, JPEG or WebP image")
-            check_upload(kept, name=picture.name)
+            kept = keep_upload(picture.name, picture.getvalue(), folder=workspace.uploads_dir, limit_mb=limit_mb,
+                               suffixes=IMAGE_SUFFIXES, kind="a PNG, JPEG or WebP image",
+                               check=lambda path: check_upload(path, name=picture.name))
             collection = widgets.collection(name)
             hits = collection.search(collection.embedder.encode_images([kept]), int(k))
         elif query.strip():

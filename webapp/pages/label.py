@@ -126,11 +126,11 @@ if labels:
 st.subheader("Import and export")
 left, right = st.columns(2)
 with left, widgets.user_errors():
-    from core.data.importing import save_upload, table_columns
+    from core.data.importing import keep_upload, table_columns
 
     query_file = st.file_uploader("Query list (CSV/JSONL/Parquet with a 'query' column)", key="query_upload")
     if query_file is not None and st.button("Queue these queries", key="queue_queries"):
-        path = save_upload(query_file.name, query_file.getvalue(), folder=workspace.uploads_dir)
+        path = keep_upload(query_file.name, query_file.getvalue(), folder=workspace.uploads_dir, check=table_columns)
         columns = table_columns(path)
         if "query" not in columns:
             st.error(f"{query_file.name}: no column 'query' (columns are: {', '.join(columns)})")
@@ -141,7 +141,7 @@ with left, widgets.user_errors():
             st.success(f"queued {added} new queries")
     label_file = st.file_uploader("Existing labels (query, item_id, score[, annotator])", key="label_upload")
     if label_file is not None and st.button("Import labels", key="import_labels"):
-        path = save_upload(label_file.name, label_file.getvalue(), folder=workspace.uploads_dir)
+        path = keep_upload(label_file.name, label_file.getvalue(), folder=workspace.uploads_dir, check=table_columns)
         rows = labelling.read_labels(path, collection=name, default_annotator=annotator or "imported")
         db.add_labels(rows)
         st.success(f"imported {len(rows)} labels")
