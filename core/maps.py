@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ def compute_map(
     cache_dir: str | Path | None = None,
     name: str | None = None,
     embedder: Any = None,
+    announce: Callable[[str], None] | None = None,
 ) -> EmbeddingMap:
     """Project the collection's stored vectors to 2-D (no model is loaded).
 
@@ -84,7 +86,8 @@ def compute_map(
     cached under its own fingerprint, so the side-by-side view is instant the second time.
 
     ``cache_dir`` defaults to the collection's own folder; pass ``False``-y with an unsaved
-    collection to skip caching. ``name`` is how errors call the collection.
+    collection to skip caching. ``name`` is how errors call the collection. ``announce`` hears one
+    line when a projection (not a cache read) starts.
     """
     started = time.perf_counter()
     label = name or (collection.path.name if collection.path else "collection")
@@ -130,6 +133,8 @@ def compute_map(
     if cached is not None:
         result.coords, result.from_cache = cached, True
     else:
+        if announce is not None:  # the projection takes tens of seconds the first time (numba compiles)
+            announce(f"projecting the {label} map ({method.upper()}, {len(result.ids)} points; cached afterwards)…")
         result.coords = _project(result.vectors, method, seed)
         if cache_file is not None:
             _write_cache(cache_file, method, result)

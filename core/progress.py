@@ -105,3 +105,21 @@ class ProgressReporter:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def progress_lines(write: Callable[[str], None], *, interval_s: float = 5.0) -> ProgressCallback:
+    """A progress callback writing "task: n/N (p %), ETA" at most every ``interval_s`` and at the end:
+    for logs and pipes, where a console bar shows nothing."""
+    last = {"at": -interval_s}
+
+    def report(progress: Progress) -> None:
+        now = time.monotonic()
+        finished = progress.total is not None and progress.done >= progress.total
+        if now - last["at"] < interval_s and not finished:
+            return
+        last["at"] = now
+        share = f" ({progress.fraction * 100:.0f} %)" if progress.fraction is not None else ""
+        eta = f", ETA {progress.eta_s:.0f} s" if progress.eta_s is not None and not finished else ""
+        write(f"{progress.task}: {progress.done}/{progress.total or '?'}{share}{eta}")
+
+    return report

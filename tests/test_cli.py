@@ -217,3 +217,14 @@ def test_eval_says_how_many_queries_and_items_and_that_pairs_alone_shrink_the_co
     assert full.code == 0, full.err
     # the pairs' item texts are the catalogue's items, not extra copies: 5 items, not 7
     assert "evaluated 2 queries against 5 corpus items (the corpus given with --corpus" in full.err
+
+
+def test_progress_lines_say_n_of_total_with_eta_and_always_the_end() -> None:
+    from core.progress import Progress, progress_lines
+
+    lines: list[str] = []
+    report = progress_lines(lines.append, interval_s=3600)
+    report(Progress("encode", 10, 40, 2.0))
+    report(Progress("encode", 20, 40, 4.0))  # within the interval: not written
+    report(Progress("encode", 40, 40, 8.0))  # the end is always written
+    assert lines == ["encode: 10/40 (25 %), ETA 6 s", "encode: 40/40 (100 %)"]

@@ -46,15 +46,17 @@ def test_tsne_map_writes_png_and_html_and_keeps_clusters_apart(tmp_path: Path) -
 
 def test_second_map_reuses_the_cached_projection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     collection = clustered(tmp_path / "c")
-    first = compute_map(collection, method="tsne")
+    said: list[str] = []
+    first = compute_map(collection, method="tsne", announce=said.append)
     assert Path(first.cache_file).is_file() and Path(first.cache_file).parent == tmp_path / "c"
+    assert said == ["projecting the c map (TSNE, 40 points; cached afterwards)…"]  # a long wait is announced
 
     def forbidden(*_args, **_kwargs):
         raise AssertionError("the projection was computed again")
 
     monkeypatch.setattr("core.maps._project", forbidden)
-    again = compute_map(Collection.load(tmp_path / "c"), method="tsne")
-    assert again.from_cache and again.ids == first.ids
+    again = compute_map(Collection.load(tmp_path / "c"), method="tsne", announce=said.append)
+    assert again.from_cache and again.ids == first.ids and len(said) == 1  # a cache read is not announced
     np.testing.assert_allclose(again.coords, first.coords, atol=1e-5)
     # A re-saved collection is a new generation: its map is projected again, the stale file removed.
     monkeypatch.undo()

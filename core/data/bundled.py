@@ -53,16 +53,17 @@ def ensure_bundled_catalogue(workspace: Any, db: Any, *, name: str = "catalogue"
     from core.index import Collection
     from core.indexing import index_file
     from core.maps import compute_map
+    from core.progress import progress_lines
 
     record = db.get_collection(name)
     if record is None:
         say(f"building collection {name!r} from the bundled catalogue (first start only)…")
         index_file(CATALOGUE_PRODUCTS, collection=name, text_column="name", id_column="id", workspace=workspace,
-                   db=db, show_progress=show_progress)
+                   db=db, show_progress=show_progress, progress=None if show_progress else progress_lines(say))
         record = db.get_collection(name)
     queued = db.add_label_queries(name, read_table(CATALOGUE_QUERIES)["query"].astype(str), source="bundled")
     if queued:
         say(f"queued {queued} catalogue queries for labelling")
-    emap = compute_map(Collection.load(record.path), method="umap", name=name)
+    emap = compute_map(Collection.load(record.path), method="umap", name=name, announce=say)
     if not emap.from_cache:
         say(f"projected the {name} map (UMAP, {len(emap.ids)} points) in {emap.seconds:.1f} s")
