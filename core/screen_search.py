@@ -22,6 +22,7 @@ import numpy as np
 from core.errors import EmbtuneError
 from core.images import check_upload, image_content_hash, read_image
 from core.matching import DEFAULT_GROUP_FIELD, default_threshold, match_vector
+from core.progress import ProgressCallback
 from storage.db import Database, FineTuneStore
 from storage.workspace import Workspace, atomic_path
 
@@ -53,16 +54,19 @@ class Lookup:
 
 
 def ensure_bundled_screens(workspace: Workspace, db: Database, *, name: str = BUNDLED_SCREENS_COLLECTION,
-                           model: str = BUNDLED_SCREENS_MODEL, device: str = "auto") -> bool:
-    """Render the bundled screenshot set and index its train split as ``name`` if missing; True when built now."""
+                           model: str = BUNDLED_SCREENS_MODEL, device: str = "auto",
+                           progress: ProgressCallback | None = None) -> bool:
+    """Render the bundled screenshot set and index its train split as ``name`` if missing; True when built now.
+    ``progress`` hears both long steps: rendering, then OCR + embedding (n/N each)."""
     from core.data.screenshots import bundled_screens
     from core.indexing import index_file
 
     if db.get_collection(name) is not None:
         return False
-    screens = bundled_screens(workspace)
+    screens = bundled_screens(workspace, progress=progress)
     index_file(screens.write_split("train"), collection=name, image_column="image", text_column="description",
-               id_column="id", model=model, device=device, workspace=workspace, db=db, show_progress=False)
+               id_column="id", model=model, device=device, workspace=workspace, db=db, show_progress=False,
+               progress=progress)
     return True
 
 

@@ -27,6 +27,7 @@ import gradio as gr
 import pandas as pd
 
 from core.images import read_image
+from core.progress import progress_lines
 from core.screen_search import BUNDLED_SCREENS_COLLECTION, BUNDLED_SCREENS_MODEL, ScreenSearch
 from demos.product_search import DEFAULT_CONCURRENCY, user_errors
 from storage.db import Database
@@ -161,7 +162,8 @@ def launch(*, collection: str = BUNDLED_SCREENS_COLLECTION, model: str | None = 
     if db.get_collection(collection) is None and (collection == BUNDLED_SCREENS_COLLECTION or model):
         print(f"collection {collection!r} is missing: rendering the bundled screenshot set and indexing its train "
               f"split with {model or BUNDLED_SCREENS_MODEL} (once, a few minutes)...", flush=True)
-        ensure_bundled_screens(workspace, db, name=collection, model=model or BUNDLED_SCREENS_MODEL, device=device)
+        ensure_bundled_screens(workspace, db, name=collection, model=model or BUNDLED_SCREENS_MODEL, device=device,
+                               progress=progress_lines(lambda line: print(line, flush=True)))
         print("indexed.", flush=True)
     elif model:
         record = db.get_collection(collection)

@@ -146,3 +146,14 @@ def test_missing_tesseract_is_one_clear_line(run_cli, shots: Path, monkeypatch: 
     assert "tesseract is not installed" in result.err and "apt-get install tesseract-ocr" in result.err
     with pytest.raises(ModelLoadError, match="unknown setting"):
         load_embedder("screen:default?langs=eng")
+
+
+def test_rendering_a_screenshot_set_reports_n_of_total(tmp_path: Path) -> None:
+    from core.data.screenshots import generate_screens
+
+    seen = []
+    screens = generate_screens(tmp_path / "set", variants=2, workflows=["login", "checkout"], progress=seen.append)
+    assert [p.done for p in seen] == [1, 2, 3, 4] and {p.total for p in seen} == {4}
+    assert {p.task for p in seen} == {"render screenshots"}
+    assert len(list((tmp_path / "set").rglob("*.png"))) + len(list((tmp_path / "set").rglob("*.jpg"))) == 4
+    assert screens is not None

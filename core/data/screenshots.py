@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from core.progress import ProgressCallback, ProgressReporter
+
 SCREENS_DIR = Path(__file__).resolve().parent / "screens"
 WORKFLOWS_CSV = SCREENS_DIR / "workflows.csv"
 UI_TEXT_JSON = SCREENS_DIR / "ui_text.json"
@@ -497,7 +499,7 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def generate_screens(folder: str | Path, *, seed: int = DEFAULT_SEED, variants: int = DEFAULT_VARIANTS,
-                     workflows: Sequence[str] | None = None) -> ScreenSet:
+                     workflows: Sequence[str] | None = None, progress: ProgressCallback | None = None) -> ScreenSet:
     """Render the set into ``folder`` (created; must not exist yet, or be empty) and write its CSVs."""
     target = Path(folder)
     target.mkdir(parents=True, exist_ok=True)
@@ -509,6 +511,7 @@ def generate_screens(folder: str | Path, *, seed: int = DEFAULT_SEED, variants: 
 
         raise DataError(f"unknown workflow(s) {', '.join(unknown)}: choose from {', '.join(descriptions)}")
     rows = []
+    reporter = ProgressReporter("render screenshots", len(chosen) * variants, callback=progress, unit="screen")
     for workflow_id in chosen:
         (target / workflow_id).mkdir(exist_ok=True)
         for variant in range(variants):
@@ -520,12 +523,14 @@ def generate_screens(folder: str | Path, *, seed: int = DEFAULT_SEED, variants: 
                          "description": descriptions[workflow_id], "variant": variant, "lang": info.lang,
                          "theme": info.theme, "split": info.split, "width": info.width, "height": info.height,
                          "artefacts": info.artefacts})
+            reporter.advance(1)
     _write_csv(target / "screens.csv", rows)
     shutil.copyfile(WORKFLOWS_CSV, target / "workflows.csv")
     return ScreenSet(target)
 
 
-def bundled_screens(workspace: Any = None, *, seed: int = DEFAULT_SEED, variants: int = DEFAULT_VARIANTS) -> ScreenSet:
+def bundled_screens(workspace: Any = None, *, seed: int = DEFAULT_SEED, variants: int = DEFAULT_VARIANTS,
+                    progress: ProgressCallback | None = None) -> ScreenSet:
     """The screenshot set in the workspace cache, rendered on first use (≈ 1 min for 288 screens)."""
     from storage.workspace import Workspace
 
@@ -537,7 +542,7 @@ def bundled_screens(workspace: Any = None, *, seed: int = DEFAULT_SEED, variants
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        generate_screens(tmp, seed=seed, variants=variants)
+        generate_screens(tmp, seed=seed, variants=variants, progress=progress)
         try:
             os.replace(tmp, folder)  # a whole folder appears at once; a racing writer's copy is as good
         except OSError:
