@@ -303,3 +303,21 @@ def test_matryoshka_weights_reach_the_loss(tiny_model_dir: Path) -> None:
     loss = build_loss("mnrl", model, matryoshka_dims=[32, 16], matryoshka_weights=[1.0, 3.0])
     assert list(loss.matryoshka_dims) == [32, 16] and list(loss.matryoshka_weights) == [1.0, 3.0]
     assert list(build_loss("mnrl", model, matryoshka_dims=[32, 16]).matryoshka_weights) == [1, 1]
+
+
+def test_config_values_are_validated_not_coerced_into_something_else(run_cli, tmp_path: Path) -> None:
+    def errors(**values) -> str:
+        (tmp_path / "cfg.json").write_text(json.dumps({"data": "x.csv", "output_dir": "o", **values}), encoding="utf-8")
+        result = run_cli("train", str(tmp_path / "cfg.json"))
+        lines = [line for line in result.err.splitlines() if line.strip()]
+        assert result.code == 1 and len(lines) == 1, result.err
+        return lines[0]
+
+    # "384" was once read as the dimensions [3, 8, 4]
+    assert errors(matryoshka_dims="384") == "error: training config: matryoshka_dims='384' is not allowed: " \
+                                           "Input should be a valid list"
+    assert "matryoshka_dims [384, 384] must be distinct" in errors(matryoshka_dims=[384, 384])
+    # "no" once turned LoRA on; "1" epochs once gave a traceback: both are read as meant
+    config = TrainingConfig.from_dict({"data": "d", "output_dir": "o", "lora": "no", "epochs": "1"})
+    assert config.lora is False and config.epochs == 1.0
+    assert "lora='maybe' is not allowed" in errors(lora="maybe")

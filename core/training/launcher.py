@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ def launch_training(config: TrainingConfig, *, db: Any, workspace: Any, python: 
     """Validate, queue and start a run in its own process; returns the run name."""
     name = config.run_name or new_run_name()
     output_dir = config.output_dir or str(workspace.models_dir / name)
-    config = replace(config, run_name=name, output_dir=output_dir)
+    config = config.replace(run_name=name, output_dir=output_dir)
     if Path(output_dir).exists() and not config.overwrite and not config.resume:
         raise EmbtuneError(f"output folder {output_dir} already exists: choose another run name")
     check_launch(config, db)

@@ -10,7 +10,7 @@ its own split but fails the forgetting check is not a default.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 MATRYOSHKA_LADDER = (256, 128, 64)
@@ -63,7 +63,7 @@ def apply_recipe(config: Any, data_format: str) -> Any:
               "loss_scale": recipe.loss_scale if config.loss_scale is None else config.loss_scale}
     if values["loss"] != recipe.loss and config.augment_typos is None:
         values["augment_typos"] = 0
-    return replace(config, **values)
+    return config.replace(**values)
 
 
 def resolve_matryoshka_dims(config: Any, data_format: str, full_dim: int) -> list[int]:

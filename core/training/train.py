@@ -17,7 +17,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
     device, precision = _device_and_precision(config, result.warnings)
     model = _load_trainable(config, device)
     full_dim = _dimension(model)
-    config = replace(config, matryoshka_dims=resolve_matryoshka_dims(config, data.data_format, full_dim))
+    config = config.replace(matryoshka_dims=resolve_matryoshka_dims(config, data.data_format, full_dim))
     too_large = [d for d in config.matryoshka_dims if d > full_dim]
     if too_large:
         raise EmbtuneError(f"matryoshka_dims {too_large} are larger than the model's dimension {full_dim}")

@@ -1,0 +1,63 @@
+"""One base for embtune's configs: validated at the edge by pydantic, every mistake one clear line.
+
+A config arrives from a JSON file, CLI flags, a studio form or Python; in each case a wrong value
+must name the field, the value and what is allowed — never a traceback, never a silent coercion
+(``"384"`` is not a list of dimensions; ``"no"`` is False). Subclasses declare typed fields and
+their ``_label`` ("training config"); this base turns pydantic's errors into ``EmbtuneError``
+and gives every config the same JSON round trip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from core.errors import EmbtuneError
+
+
+class EmbtuneConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=False, arbitrary_types_allowed=True)
+    _label: ClassVar[str] = "config"
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise EmbtuneError(self.explain(exc)) from None
+
+    @classmethod
+    def explain(cls, exc: ValidationError) -> str:
+        """The first error as ``label: field=value is not allowed: why`` (``unknown key`` for extras)."""
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "value"
+        if error["type"] == "extra_forbidden":
+            known = ", ".join(sorted(cls.model_fields))
+            return f"{cls._label}: unknown key {field!r} (known: {known})"
+        if error["type"] == "missing":
+            return f"{cls._label}: {field!r} is required"
+        message = str(error["msg"])
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if not error["loc"]:  # a rule across fields: its message names them
+            return f"{cls._label}: {message}"
+        return f"{cls._label}: {field}={error.get('input')!r} is not allowed: {message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> Any:
+        if not isinstance(payload, dict):
+            raise EmbtuneError(f"{cls._label}: expected an object of settings, got {type(payload).__name__}")
+        return cls(**payload)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Any:
+        from core.data.formats import read_json_file
+
+        return cls.from_dict(read_json_file(path))
+
+    def replace(self, **changes: Any) -> Any:
+        """A validated copy with ``changes`` (pydantic's ``model_copy`` would skip validation)."""
+        return type(self)(**{**self.model_dump(), **changes})
