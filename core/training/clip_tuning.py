@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
+from pydantic import ConfigDict, Field, PositiveInt
+
+from core.configs import EmbtuneConfig
 from core.errors import EmbtuneError
 from core.images import ImageInput, read_image
 
@@ -39,14 +41,16 @@ from core.images import ImageInput, read_image
 MAX_LOGIT_SCALE = 100.0
 
 
-@dataclass(frozen=True)
-class ClipTuningSettings:
-    """Hyper-parameters of one image-tower fine-tune (``FineTunerConfig`` fills them in)."""
+class ClipTuningSettings(EmbtuneConfig):
+    """Hyper-parameters of one image-tower fine-tune (``FineTunerConfig`` fills them in), validated."""
 
-    epochs: int = 3
-    learning_rate: float = 1e-5
-    batch_size: int = 16
-    references_per_workflow: int = 32
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    _label: ClassVar[str] = "image fine-tune"
+
+    epochs: PositiveInt = 3
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    batch_size: PositiveInt = 16
+    references_per_workflow: PositiveInt = 32
     """Indexed screenshots per workflow averaged into its prototype (a fixed, seeded sample)."""
     seed: int = 0
 

@@ -44,10 +44,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
+from core.configs import EmbtuneConfig
 from core.embedders.screen import is_screen_spec, parse_screen_spec
 from core.errors import CollectionError, EmbtuneError
 from core.images import ImageInput, image_content_hash, read_image
@@ -80,24 +82,25 @@ Hook = Callable[[str], None]
 class _Rejected(Exception):
     """A finished fine-tune that the held-out gate keeps out of service."""
 
-@dataclass(frozen=True)
-class FineTunerConfig:
-    """Knobs of the background fine-tuner. Checked here with messages that say what is allowed."""
+class FineTunerConfig(EmbtuneConfig):
+    """Knobs of the background fine-tuner, validated by pydantic (one line per mistake)."""
 
-    trigger_threshold: int = 10
+    _label: ClassVar[str] = "fine-tuner"
+
+    trigger_threshold: PositiveInt = 10
     """Train after this many new confirmations."""
-    max_examples: int = 1000
+    max_examples: PositiveInt = 1000
     """Keep at most this many confirmed examples per collection; the oldest are dropped."""
-    epochs: int = 3
-    learning_rate: float = 1e-5
+    epochs: PositiveInt = 3
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 1e-5
     """Small on purpose: a few confirmations should nudge the model, not rewrite it."""
-    batch_size: int = 16
-    holdout_every: int = 5
-    """Every n-th confirmed example (by id) is held out for the before/after top-1; 0: none."""
-    max_holdout_drop: float | None = 0.0
+    batch_size: PositiveInt = 16
+    holdout_every: NonNegativeInt = 5
+    """Every n-th confirmed example (by id) is held out for the before/after top-1; 0: none (1 would hold out all)."""
+    max_holdout_drop: Annotated[float, Field(ge=0, le=1)] | None = 0.0
     """Swap only if held-out top-1 falls by at most this much (None: always swap). A fine-tune that makes
     the confirmed cases worse is kept out of service: the measured screen loop did exactly that once."""
-    references_per_workflow: int = 32
+    references_per_workflow: PositiveInt = 32
     """Image models: indexed screenshots averaged into a workflow's prototype. Text models: item texts
     paired with each confirmed query."""
     field: str = DEFAULT_GROUP_FIELD
@@ -105,20 +108,12 @@ class FineTunerConfig:
     device: str = "auto"
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        for name in ("trigger_threshold", "max_examples", "epochs", "batch_size", "references_per_workflow"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise EmbtuneError(f"fine-tuner: {name}={value!r} is not allowed: a positive whole number")
-        if not 0 < self.learning_rate < 1:
-            raise EmbtuneError(f"fine-tuner: learning_rate={self.learning_rate!r} is not allowed: between 0 and 1 "
-                               "(e.g. 1e-5)")
-        if self.holdout_every < 0 or self.holdout_every == 1:
-            raise EmbtuneError(f"fine-tuner: holdout_every={self.holdout_every!r} is not allowed: 0 (no hold-out) "
-                               "or 2 and more (1 would hold out everything)")
-        if self.max_holdout_drop is not None and not 0 <= self.max_holdout_drop <= 1:
-            raise EmbtuneError(f"fine-tuner: max_holdout_drop={self.max_holdout_drop!r} is not allowed: 0..1, or None "
-                               "to swap whatever the held-out result")
+    @field_validator("holdout_every")
+    @classmethod
+    def _not_everything_held_out(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("0 (no hold-out) or 2 and more (1 would hold out everything)")
+        return value
 
 
 @dataclass
