@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from core.collection_catalogue import IndexReport, check_collection_name, commit_collection
 from core.data.formats import SUPPORTED_SUFFIXES, read_jsonl_records, read_table, table_format
 from core.data.validate import require_columns, validate_items
 from core.errors import CancelledError, CollectionError, DataError, EmbtuneError, ModelLoadError
 from core.index import ItemBatch, save_streamed
-from core.indexing import IndexReport, check_collection_name
 from core.progress import CancelToken, ProgressCallback, ProgressReporter
 from storage.db import Database
 from storage.workspace import Workspace, atomic_path
@@ -502,14 +502,10 @@ def index_with_ray(
                               "again to embed them")
     info, count = _build_from_parts(parts, shards, folder, embedder=embedder, index_kind=index_kind,
                                     progress=progress, cancel=cancel)
-    db.save_collection(
-        {"name": collection, "model_spec": embedder.spec, "model_fingerprint": embedder.fingerprint,
-         "dimension": embedder.dimension, "index_kind": index_kind, "path": str(folder),
-         "source": str(Path(source).resolve())},
-        ({"item_key": item_id, "text": text, "metadata_json": meta}
-         for ids, _, texts, metas in _part_batches(parts)() for item_id, text, meta in zip(ids, texts, metas,
-                                                                                            strict=True)),
-    )
+    commit_collection(db, name=collection, embedder=embedder, index_kind=index_kind, folder=folder, source=source,
+                      items=({"item_key": item_id, "text": text, "metadata_json": meta}
+                             for ids, _, texts, metas in _part_batches(parts)()
+                             for item_id, text, meta in zip(ids, texts, metas, strict=True)))
     return IndexReport(collection=collection, count=count, dimension=embedder.dimension, model_id=embedder.model_id,
                        model_spec=embedder.spec, index_kind=index_kind, index_factory=info.index_factory,
                        path=str(folder), seconds=time.perf_counter() - started)

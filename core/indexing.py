@@ -15,13 +15,12 @@ model's text tower) or by image (``search_collection(..., image=...)``).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core.collection_catalogue import IndexReport, check_collection_name, commit_collection
 from core.data.formats import read_table
 from core.data.validate import require_columns, validate_items
 from core.embedders import Embedder, is_clip_spec, is_screen_spec, load_embedder
@@ -34,35 +33,8 @@ from core.progress import CancelToken, ProgressCallback
 from storage.db import Database
 from storage.workspace import Workspace
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 # Metadata key under which an image collection keeps each item's absolute image path.
 IMAGE_PATH_FIELD = "image_path"
-
-
-@dataclass(frozen=True)
-class IndexReport:
-    collection: str
-    count: int
-    dimension: int
-    model_id: str
-    model_spec: str
-    index_kind: str
-    index_factory: str
-    path: str
-    seconds: float
-    modality: str = "text"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def check_collection_name(name: str) -> str:
-    if not _NAME.match(name or ""):
-        raise CollectionError(
-            f"collection name {name!r} is not allowed: use letters, digits, '_', '-', '.' "
-            "(at most 100, not starting with '.')"
-        )
-    return name
 
 
 def index_file(
@@ -145,18 +117,9 @@ def index_file(
         )
     folder = built.save(workspace.collection_dir(collection))
     stats = built.stats()
-    db.save_collection(
-        {
-            "name": collection,
-            "model_spec": embedder.spec,
-            "model_fingerprint": embedder.fingerprint,
-            "dimension": embedder.dimension,
-            "index_kind": index_kind,
-            "path": str(folder),
-            "source": str(Path(file).resolve()),
-        },
-        ({"item_key": i, "text": t, "metadata_json": m} for i, t, m in zip(ids, texts, metadata, strict=False)),
-    )
+    commit_collection(db, name=collection, embedder=embedder, index_kind=index_kind, folder=folder, source=file,
+                      items=({"item_key": i, "text": t, "metadata_json": m}
+                             for i, t, m in zip(ids, texts, metadata, strict=False)))
     return IndexReport(
         collection=collection, count=len(built), dimension=built.dimension, model_id=embedder.model_id,
         model_spec=embedder.spec, index_kind=index_kind, index_factory=stats["index_factory"], path=str(folder),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.data.formats import read_table
-from core.evaluate import RetrievalSet, load_retrieval_set
+from core.retrieval_sets import RetrievalSet, load_retrieval_set
 
 DATA_DIR = Path(__file__).resolve().parent
 CATALOGUE_DIR = DATA_DIR / "catalogue"
