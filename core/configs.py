@@ -33,7 +33,7 @@ class EmbtuneConfig(BaseModel):
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"]) or "value"
         if error["type"] == "extra_forbidden":
-            known = ", ".join(sorted(cls.model_fields))
+            known = ", ".join(sorted(_fields_at(cls, error["loc"][:-1])))
             return f"{cls._label}: unknown key {field!r} (known: {known})"
         if error["type"] == "missing":
             return f"{cls._label}: {field!r} is required"
@@ -61,3 +61,13 @@ class EmbtuneConfig(BaseModel):
     def replace(self, **changes: Any) -> Any:
         """A validated copy with ``changes`` (pydantic's ``model_copy`` would skip validation)."""
         return type(self)(**{**self.model_dump(), **changes})
+
+
+def _fields_at(model: Any, path: tuple[Any, ...]) -> list[str]:
+    """The field names of the (nested) model at ``path``: what an unknown key could have been."""
+    for part in path:
+        found = getattr(model, "model_fields", {}).get(str(part))
+        model = found.annotation if found is not None else None
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
