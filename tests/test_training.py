@@ -267,6 +267,11 @@ def test_each_loss_trains_on_its_format(tmp_path: Path, tiny_model_dir: Path, ro
     assert result.status in COMPLETED and result.data_format == data_format
     assert result.loss == {"auto": {"scored": "mnrl", "classes": "batch_all_triplet"}.get(data_format),
                            }.get(loss, loss)
+    # the loss produced gradients the optimiser followed: the saved model encodes differently from its base
+    tuned = load_embedder(result.output_dir, device="cpu", cache=False)
+    base = load_embedder(str(tiny_model_dir), device="cpu", cache=False)
+    sample = [rows[1][0], rows[2][0]]
+    assert not np.allclose(tuned.encode(sample), base.encode(sample), atol=1e-4)
 
 
 def test_hugging_face_dataset_folder_and_stored_labels_are_sources(tmp_path: Path, tiny_model_dir: Path) -> None:
