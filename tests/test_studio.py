@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.data.importing import save_upload
@@ -299,6 +300,24 @@ def test_runs_list_shows_a_failed_run_with_its_reason(populated) -> None:
     table = test.dataframe[0].value
     assert table.loc[table["run"] == "broken", "state"].iloc[0] == "failed: CUDA out of memory"
     assert any("failed: CUDA out of memory" in e for e in texts(test.error))
+
+
+def test_the_gate_verdict_shows_in_colour_with_its_figures(populated) -> None:
+    from core.stats import paired_difference
+    from core.training.gate import decide
+
+    _, db = populated
+    before = np.linspace(0.2, 0.8, 60)
+    worse = decide(paired_difference(before, before - 0.1).to_dict(), metric="dim_64_ndcg@10").to_dict()
+    runs = RunStore(db)
+    runs.start("too-hot", collection_name="shop", config={}, model_path="/nowhere")
+    runs.update("too-hot", status="rejected", before_after={"gate": worse}, progress={"step": 30, "total_steps": 30})
+    test = page("train")
+    no_traceback(test)
+    table = test.dataframe[0].value
+    assert table.loc[table["run"] == "too-hot", "state"].iloc[0].startswith("rejected: dim_64_ndcg@10 is worse")
+    assert table.loc[table["run"] == "too-hot", "verdict"].iloc[0] == "worse"
+    assert any(e.startswith("rejected: dim_64_ndcg@10 0.5000 → 0.4000") for e in texts(test.error))
 
 
 # -- Compare ----------------------------------------------------------------------------------------
