@@ -13,15 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from core.data.split import split_by_group
 from core.data.training_data import (
@@ -35,9 +32,11 @@ from core.device import resolve_device
 from core.errors import EmbtuneError
 from core.evaluate import RetrievalSet, evaluate_retrieval, metric_name
 from core.progress import CancelToken
+from core.training.arguments import training_arguments
 from core.training.config import TrainingConfig
+from core.training.examples import augmented_training_frame
 from core.training.gate import decide
-from core.training.losses import IN_BATCH_NEGATIVE_LOSSES, build_loss, choose_loss
+from core.training.losses import build_loss, choose_loss
 from core.training.measure import as_embedder as _as_embedder
 from core.training.measure import before_after, forgetting_check, overfitting_warnings
 from core.training.progress import CheckpointTimer, ProgressBridge, TrainingProgressCallback
@@ -160,11 +159,11 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
         metric_name(min(dims), "ndcg@10")
     checkpoints = output_dir.parent / f".{output_dir.name}.checkpoints"
     evaluate_epochs = config.eval_each_epoch and validation_set is not None
-    args = _training_arguments(config, result.loss, checkpoints, precision, device, len(splits.train),
+    args = training_arguments(config, result.loss, checkpoints, precision, device, len(splits.train),
                                evaluate_epochs, metric_for_best, show_progress)
     if recorder is not None and (config.hard_negatives or config.augment_typos):
         recorder.phase("preparing the training data")
-    train_frame, mined = _prepare_training_frame(splits.train, data.corpus, config, model, result.loss)
+    train_frame, mined = augmented_training_frame(splits.train, data.corpus, config, model, result.loss)
     result.mined_negatives = [m.to_dict() for m in mined]
     if mined:
         flagged = sum(1 for m in mined if m.flag)
@@ -218,46 +217,6 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
     return config
 
 
-def _training_arguments(config: TrainingConfig, loss_name: str, checkpoints: Path, precision: str, device: str,
-                        train_rows: int, evaluate_epochs: bool, metric_for_best: str, show_progress: bool) -> Any:
-    from sentence_transformers.sentence_transformer.training_args import (
-        BatchSamplers,
-        SentenceTransformerTrainingArguments,
-    )
-
-    in_batch = loss_name in IN_BATCH_NEGATIVE_LOSSES
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        **_warmup(config.warmup_ratio),
-        lr_scheduler_type=config.scheduler,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=device == "cpu",
-        ddp_backend="gloo" if device == "cpu" and distributed else None,
-        batch_sampler=BatchSamplers.NO_DUPLICATES if in_batch and config.no_duplicates_sampler
-        else BatchSamplers.BATCH_SAMPLER,
-        eval_strategy="epoch" if evaluate_epochs else "no",
-        save_strategy="epoch",
-        save_total_limit=config.save_total_limit,
-        load_best_model_at_end=evaluate_epochs and config.keep_best,
-        metric_for_best_model=f"eval_{metric_for_best}" if evaluate_epochs else None,
-        greater_is_better=True,
-        logging_steps=max(1, min(10, _steps_per_epoch(train_rows, config) // 4 or 1)),
-        seed=config.seed,
-        report_to=[],
-        disable_tqdm=not show_progress,
-        save_only_model=False,
-        dataloader_drop_last=in_batch and distributed,
-    )
-
-
 def _resume_checkpoint(config: TrainingConfig, checkpoints: Path, notice: Callable[[str], None] | None) -> str | None:
     """The newest complete checkpoint ``--resume`` continues from, said out loud either way.
 
@@ -294,57 +253,12 @@ def _resumed_run_name(config: TrainingConfig, output_dir: Path, db: Any) -> str 
 # -- pieces ------------------------------------------------------------------------------------
 
 
-def _prepare_training_frame(frame: Any, corpus: dict[str, str], config: TrainingConfig, model: Any,
-                            loss_name: str) -> tuple[Any, list[Any]]:
-    """The training split with typo variants and (usable) mined negatives added, as configured."""
-    from core.data.augment import augment_with_typos, load_reviewed_negatives, mine_negatives, negatives_frame
-
-    frame = augment_with_typos(frame, config.augment_typos, seed=config.seed)
-    if not (config.hard_negatives or config.negatives_file):
-        return frame, []
-    if loss_name not in IN_BATCH_NEGATIVE_LOSSES:
-        raise EmbtuneError(f"hard negatives need an mnrl loss (got {loss_name})")
-    if "score" in frame.columns:
-        frame = frame[frame["score"].astype(float) >= config.relevance_threshold]
-    if config.negatives_file:
-        mined = load_reviewed_negatives(config.negatives_file)
-    else:
-        mined = mine_negatives(model, frame, list(corpus.values()), num_negatives=config.hard_negatives,
-                               relative_margin=config.negative_margin, relevance_threshold=config.relevance_threshold)
-    triplets = negatives_frame(mined, include_flagged=config.use_flagged_negatives)
-    confirmed = [m for m in mined if m.review == "relevant"]  # a reviewer found a right answer: train on it
-    extra_positives = [{"anchor": m.anchor, "positive": m.negative} for m in confirmed]
-    pairs = frame[["anchor", "positive"]].drop_duplicates()
-    if extra_positives:
-        pairs = pd.concat([pairs, pd.DataFrame(extra_positives)], ignore_index=True)
-    covered = set(zip(triplets["anchor"], triplets["positive"], strict=True))
-    uncovered = pairs[[(a, p) not in covered for a, p in zip(pairs["anchor"], pairs["positive"], strict=True)]]
-    # Rows with no usable negative still train; a random corpus item stands in as their negative.
-    rng = random.Random(config.seed)
-    relevant = frame.groupby("anchor")["positive"].agg(set).to_dict()
-    texts = list(corpus.values())
-    fillers = []
-    for anchor, positive in uncovered.itertuples(index=False):
-        candidates = [t for t in rng.sample(texts, min(len(texts), 20)) if t not in relevant.get(anchor, set())
-                      and t != positive]
-        if candidates:
-            fillers.append({"anchor": anchor, "positive": positive, "negative": candidates[0]})
-    return pd.concat([triplets, pd.DataFrame(fillers)], ignore_index=True), mined
-
-
 def _test_set(config: TrainingConfig, test_split: Any, corpus: dict[str, str]) -> RetrievalSet | None:
     if config.test_data:
         from core.evaluate import load_retrieval_set
 
         return load_retrieval_set(config.test_data, corpus=corpus if not Path(config.test_data).is_dir() else None)
     return retrieval_set_for(test_split, corpus, "test") if len(test_split) else None
-
-
-def _warmup(ratio: float) -> dict[str, float]:
-    """transformers 5 takes the warm-up ratio as a float ``warmup_steps``; 4.x as ``warmup_ratio``."""
-    import transformers
-
-    return {"warmup_steps": ratio} if int(transformers.__version__.split(".")[0]) >= 5 else {"warmup_ratio": ratio}
 
 
 def _check_output_dir(output_dir: Path, config: TrainingConfig) -> None:
@@ -410,10 +324,6 @@ def _dimension(model: Any) -> int:
     from core.embedders.text import embedding_dimension
 
     return embedding_dimension(model)
-
-
-def _steps_per_epoch(rows: int, config: TrainingConfig) -> int:
-    return max(1, rows // (config.batch_size * config.gradient_accumulation_steps))
 
 
 def _save_model(model: Any, output_dir: Path, config: TrainingConfig, result: TrainingResult) -> None:
