@@ -42,6 +42,8 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "catalogue-mnrl-2ep-5e-5": ("scored", [*CATALOGUE, *MNRL, "--epochs", "2", "--lr", "5e-5", "--augment-typos", "1"]),
     "catalogue-mnrl-2ep-5e-5-s50": ("scored", [*CATALOGUE, *MNRL, "--epochs", "2", "--lr", "5e-5",
                                                "--augment-typos", "1", "--loss-scale", "50"]),
+    "catalogue-mnrl-1ep-5e-5-s100": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "5e-5",
+                                                "--augment-typos", "1", "--loss-scale", "100"]),
     "catalogue-mnrl-4ep-1e-4 (README)": ("scored", [*CATALOGUE, *MNRL, "--epochs", "4", "--lr", "1e-4",
                                                     "--augment-typos", "1"]),
     "catalogue-mnrl-2ep-5e-5-negatives": ("triplets", [*CATALOGUE, *MNRL, "--epochs", "2", "--lr", "5e-5",
