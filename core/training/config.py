@@ -41,9 +41,9 @@ class TrainingConfig(EmbtuneConfig):
     batch_all_triplet for classes), mnrl, cached_mnrl, cosent, cosine_similarity, triplet, contrastive,
     batch_all_triplet."""
     loss_scale: PositiveFloat | None = None
-    """mnrl/cached_mnrl: the similarity scale (1/temperature); None keeps the loss's own (20). Models
-    pre-trained at a low temperature, like e5 (0.01), spread their cosines over a narrow band and learn
-    better at a larger scale."""
+    """mnrl/cached_mnrl: the similarity scale (1/temperature); None: the scale the model was trained at when
+    it is a known one (the default, e5: 100; minilm: 20), else the loss's own 20. A model pre-trained at a low
+    temperature spreads its cosines over a narrow band and learns better at its own scale."""
     matryoshka_dims: list[PositiveInt] | None = None
     """Wrap the loss in MatryoshkaLoss at these dimensions (e.g. [384, 256, 128, 64]); empty: no;
     None: the recipe's (the model's dimension and 256/128/64 for retrieval formats)."""
