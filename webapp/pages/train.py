@@ -93,8 +93,10 @@ if found:
     left, middle, right = st.columns(3)
     base_model = left.text_input("Base model", value="default", key="train_model").strip() or "default"
     loss = middle.selectbox("Loss (those that fit this data)", found["losses"], key="train_loss")
-    dims = right.multiselect("Matryoshka dimensions", [384, 256, 128, 64, 32],
-                             default=[384, 256, 128, 64] if recipe["matryoshka"] else [], key="train_dims")
+    dims = right.multiselect("Matryoshka dimensions (empty: the recipe's)", [768, 512, 384, 256, 128, 64, 32],
+                             default=[], key="train_dims",
+                             help="Empty: the model's own dimension and 256/128/64 below it (retrieval formats). "
+                                  "Only the model's dimension: no Matryoshka.")
     epochs = left.number_input("Epochs", 0.1, 100.0, float(recipe["epochs"]), 0.5, key="train_epochs")
     batch_size = middle.number_input("Batch size", 1, 1024, int(recipe["batch_size"]), key="train_batch")
     learning_rate = right.number_input("Learning rate", 1e-7, 1e-1, float(recipe["learning_rate"]), format="%.1e",
@@ -108,7 +110,7 @@ if found:
     run_name = typed_name or st.session_state.setdefault("train_auto_name", launcher.new_run_name())
     with widgets.user_errors():
         config = TrainingConfig(data=data, output_dir=str(workspace.models_dir / run_name), model=base_model,
-                                loss=loss, matryoshka_dims=list(dims), epochs=float(epochs),
+                                loss=loss, matryoshka_dims=list(dims) or None, epochs=float(epochs),
                                 batch_size=int(batch_size), learning_rate=float(learning_rate),
                                 augment_typos=int(typos), lora=lora, accept_worse=accept_worse,
                                 collection=collection, run_name=run_name)
