@@ -104,7 +104,6 @@ def train_command(
     if no_forgetting_check:
         payload["forgetting_check"] = False
     config = TrainingConfig.from_dict(payload)
-    check_output_dir(config.output_dir)
     interactive = sys.stderr.isatty()
     result = train(config, db=ctx.obj.database(), show_progress=interactive,
                    progress=None if interactive else console_progress(lambda line: typer.echo(line, err=True)),
@@ -150,18 +149,6 @@ def split_ints(value: str, option: str) -> list[int]:
     except ValueError:
         raise EmbtuneError(f"{option} {value!r} must be whole numbers separated by commas, e.g. 384,256,128,64") \
             from None
-
-
-def check_output_dir(output_dir: str) -> None:
-    """A file where the model folder should go is refused before any work."""
-    path = Path(output_dir).expanduser()
-    if path.exists() and not path.is_dir():
-        raise EmbtuneError(f"--output-dir {output_dir} is an existing file: give a folder for the trained model")
-    for parent in path.resolve().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise EmbtuneError(f"--output-dir {output_dir}: {parent} is a file, not a folder")
-            break
 
 
 # -- embtune runs -------------------------------------------------------------------------------

@@ -262,6 +262,13 @@ def _test_set(config: TrainingConfig, test_split: Any, corpus: dict[str, str]) -
 
 
 def _check_output_dir(output_dir: Path, config: TrainingConfig) -> None:
+    """Refused before any work (CLI, studio and API alike): a file where the model folder goes, a file among
+    its parents, or a folder that is someone else's."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise EmbtuneError(f"--output-dir {config.output_dir} is an existing file: give a folder for the trained model")
+    blocking = next((parent for parent in output_dir.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise EmbtuneError(f"--output-dir {config.output_dir}: {blocking} is a file, not a folder")
     if not output_dir.exists() or not any(output_dir.iterdir()):
         return
     if (output_dir / RUN_FILE).exists() or config.overwrite:
