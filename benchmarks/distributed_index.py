@@ -10,7 +10,7 @@ embed in time. This measures, in one run, what it costs and what it buys:
    the first and the last batch that came back) and end to end (actor start-up, model loads, part
    writes included).
    Targets: Ray's steady overhead ≤ 15 % of the plain 1-thread rate; 2 actors ≥ 1.7× one actor.
-2. **Peak memory of the index build from parts** (``core.index.save_streamed``) at two sizes, in a
+2. **Peak memory of the index build from parts** (``core.collection.save_streamed``) at two sizes, in a
    fresh child process each (its peak RSS), on synthetic 384-d vectors written as parts of 50 000
    rows. Target: flat — it streams — while holding all vectors would grow by 1.5 KB per row.
 3. **Peak memory of the whole ``index_with_ray`` pipeline** (read shards, embed on 2 actors, write parts,
@@ -105,7 +105,7 @@ def write_shards(texts: list[str], folder: Path, shard_rows: int, *, source_colu
 
 
 def ray_rate(embedder, shards: Path, workspace_root: Path, *, workers: int, threads: int) -> dict[str, float]:
-    from core.distributed import index_with_ray
+    from core.collection.ray_index import index_with_ray
     from storage.db import Database
     from storage.workspace import Workspace
 
@@ -132,11 +132,11 @@ def ray_rate(embedder, shards: Path, workspace_root: Path, *, workers: int, thre
 
 
 def write_synthetic_parts(folder: Path, rows: int, part_rows: int = 50_000) -> None:
-    """Parts in core.distributed's layout (row, id, text, metadata, vector) holding clustered unit vectors."""
+    """Parts in core.collection.ray_index's layout (row, id, text, metadata, vector) holding clustered unit vectors."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from core.distributed import PART_ROW_GROUP
+    from core.collection.ray_index import PART_ROW_GROUP
 
     folder.mkdir(parents=True, exist_ok=True)
     for number, start in enumerate(range(0, rows, part_rows)):
@@ -164,13 +164,13 @@ def memory_status() -> dict[str, int]:
 def build_child(parts: Path, out: Path, kind: str) -> None:
     """Child process: build a collection from the parts; print seconds, peak RSS and bytes per vector.
 
-    The imports (torch comes with core.distributed) are resident before the build starts; the peak is
+    The imports (torch comes with core.collection.ray_index) are resident before the build starts; the peak is
     reset after them (``/proc/self/clear_refs``), so it measures what the build itself adds.
     """
     import pyarrow.parquet as pq
 
-    from core.distributed import _part_batches  # the batches index_with_ray builds from
-    from core.index import save_streamed
+    from core.collection import save_streamed
+    from core.collection.ray_index import _part_batches  # the batches index_with_ray builds from
 
     files = sorted(parts.glob("part-*.parquet"))
     count = sum(pq.read_metadata(f).num_rows for f in files)
@@ -231,7 +231,7 @@ def pipeline_child(shards: Path, workspace_root: Path, model: Path, kind: str) -
 
     import ray
 
-    from core.distributed import index_with_ray
+    from core.collection.ray_index import index_with_ray
     from storage.db import Database
     from storage.workspace import Workspace
 
@@ -287,7 +287,7 @@ def pipeline_memory(rows: int, texts: list[str], model: Path, kind: str, scratch
 def recall_table(base: np.ndarray, queries: np.ndarray) -> list[tuple[str, str, str, float, float, float]]:
     import faiss
 
-    from core.index import Collection, index_bytes_per_vector
+    from core.collection import Collection, index_bytes_per_vector
 
     _, truth = faiss.knn(queries, base, 10, metric=faiss.METRIC_INNER_PRODUCT)
     ids = [str(i) for i in range(len(base))]
@@ -380,7 +380,7 @@ def main() -> None:
             print(f"\nRay's steady overhead vs plain 1 thread: {overhead:.0%} (target ≤ 15 %); "
                   f"2 actors / 1 actor: steady {two['steady'] / one['steady']:.2f}×, end to end "
                   f"{two['end_to_end'] / one['end_to_end']:.2f}× (target ≥ 1.7×)")
-            from core.distributed import BATCH_ROWS
+            from core.collection.ray_index import BATCH_ROWS
 
             one_sort = padded_tokens(embedder, base_texts, len(base_texts))
             print("padded tokens against one sort of all texts (plain encode), by rows per actor call: " + ", ".join(
@@ -418,7 +418,7 @@ def main() -> None:
 
         if 4 in steps:
             print("\n## 4. Recall@10 vs exact search, bytes per vector (real embeddings from step 1)\n")
-            from core.index import Collection
+            from core.collection import Collection
 
             base = Collection.load(two["collection"]).vectors
             queries = embedder.encode(query_texts, show_progress=False)

@@ -76,8 +76,8 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-5)
     args = parser.parse_args()
 
+    from core.collection.named import index_file
     from core.data.screenshots import bundled_screens
-    from core.indexing import index_file
     from core.training.finetuner import FineTunerConfig, LightweightFineTuner
     from storage.db import Database
     from storage.workspace import Workspace

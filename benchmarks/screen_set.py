@@ -155,11 +155,11 @@ def main() -> None:
     parser.add_argument("--no-compare", action="store_true")
     args = parser.parse_args()
 
+    from core.collection.named import index_file, open_collection
     from core.data.screenshots import bundled_screens
     from core.embedders import load_embedder
     from core.embedders.screen import DEFAULT_LAYOUT_WEIGHT, layout_vector
     from core.images import read_image
-    from core.indexing import index_file, open_collection
     from core.matching import match
     from storage.db import Database
     from storage.workspace import Workspace

@@ -221,7 +221,7 @@ def training_sample(vectors: np.ndarray) -> np.ndarray:
 
 def build_plain(factory: str, base: np.ndarray) -> tuple[faiss.Index, float]:
     """The same index built straight through faiss (no id map), and its build seconds."""
-    from core.index import HNSW_EF_CONSTRUCTION
+    from core.collection.policy import HNSW_EF_CONSTRUCTION
 
     start = time.perf_counter()
     index = faiss.index_factory(base.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
@@ -254,7 +254,7 @@ class Row:
 def bench_dataset(base: np.ndarray, queries: np.ndarray, kinds: Sequence[str], args: argparse.Namespace
                   ) -> tuple[list[Row], dict[str, faiss.Index], np.ndarray]:
     """Every kind through embtune and through faiss on one dataset."""
-    from core.index import Collection
+    from core.collection import Collection
 
     k = args.k
     _, truth = faiss.knn(queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
 
-    from core import index as core_index
+    from core.collection import policy as core_index
 
     print(f"# search benchmark: {machine_line()}; faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
     print(f"# embtune defaults: AUTO_FLAT_MAX_ITEMS={core_index.AUTO_FLAT_MAX_ITEMS}, HNSW_M={core_index.HNSW_M}, "

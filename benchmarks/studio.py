@@ -45,10 +45,10 @@ NOISE = 0.02
 
 
 def build(workspace_root: Path, items: int) -> tuple[object, object, object]:
+    from core.collection import Collection
     from core.data.bundled import CATALOGUE_PRODUCTS
     from core.data.formats import read_table
     from core.embedders import load_embedder
-    from core.index import Collection
     from storage.db import Database
     from storage.workspace import Workspace
 

@@ -283,7 +283,7 @@ def _run_dimensions(run: Any) -> list[int]:
 
 def _switch_collection(name: str, original: Any, exported: Any, workspace: Any, db: Any) -> None:
     """Re-embed a collection with the exported model (same model, other backend) and record its new spec."""
-    from core.indexing import collection_record, open_collection
+    from core.collection.named import collection_record, open_collection
 
     if db is None:
         raise EmbtuneError("switching a collection to the exported model needs the database")

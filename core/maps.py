@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from core.collection import Collection
 from core.errors import CollectionError, DataError, EmbtuneError
-from core.index import Collection
 from storage.workspace import atomic_path, atomic_write_json
 
 METHODS = ("umap", "tsne")
@@ -336,7 +336,7 @@ def map_collection(
     seed: int = 0,
 ) -> MapReport:
     """Project a named collection and write its map; bad options fail before any projection runs."""
-    from core.indexing import collection_record
+    from core.collection.named import collection_record
 
     target = Path(out)
     if target.suffix.lower() not in (".png", ".html"):

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from core.collection import Collection, check_k
 from core.errors import CollectionError
 from core.images import ImageInput
-from core.index import Collection, check_k
 
 # Cosine between two screenshots' CLIP vectors above which the best match is trusted.
 #

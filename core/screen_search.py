@@ -58,8 +58,8 @@ def ensure_bundled_screens(workspace: Workspace, db: Database, *, name: str = BU
                            progress: ProgressCallback | None = None) -> bool:
     """Render the bundled screenshot set and index its train split as ``name`` if missing; True when built now.
     ``progress`` hears both long steps: rendering, then OCR + embedding (n/N each)."""
+    from core.collection.named import index_file
     from core.data.screenshots import bundled_screens
-    from core.indexing import index_file
 
     if db.get_collection(name) is not None:
         return False
@@ -75,7 +75,7 @@ class ScreenSearch:
 
     def __init__(self, collection: str, *, workspace: Workspace, db: Database, config: Any = None,
                  threshold: float | None = None) -> None:
-        from core.indexing import collection_record, open_collection
+        from core.collection.named import collection_record, open_collection
         from core.training.finetuner import FineTunerConfig, LightweightFineTuner
 
         collection_record(collection, db)  # an unknown name is the user's mistake, not the tuner's

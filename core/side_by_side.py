@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
+from core.collection import Collection, SearchHit, check_k
 from core.errors import CollectionError, EmbtuneError
 from core.evaluate import RELEVANCE_THRESHOLD, trec_metrics
-from core.index import Collection, SearchHit, check_k
 from storage.db import Database
 from storage.workspace import Workspace
 
@@ -82,8 +82,8 @@ def newest_finished_run(collection: str, db: Database) -> str | None:
 def ensure_bundled_catalogue(workspace: Workspace, db: Database, *, name: str = BUNDLED_COLLECTION,
                              model: str = "default", device: str = "auto") -> bool:
     """Index the bundled catalogue as ``name`` if no such collection exists; True when it was built now."""
+    from core.collection.named import index_file
     from core.data.bundled import CATALOGUE_PRODUCTS
-    from core.indexing import index_file
 
     if db.get_collection(name) is not None:
         return False
@@ -137,14 +137,14 @@ class SideBySideSearch:
         self._guard = threading.Lock()
 
     def collection_model(self, collection: str) -> str:
-        from core.indexing import collection_record
+        from core.collection.named import collection_record
 
         return collection_record(collection, self.db).model_spec
 
     def prepared(self, collection: str, model: str | None = None) -> Collection:
         """The collection searchable with ``model`` (default: the one it was built with; ``run:NAME`` works)."""
+        from core.collection.named import collection_record, open_collection
         from core.embedders import is_clip_spec, is_screen_spec, load_embedder
-        from core.indexing import collection_record, open_collection
         from core.training.runs import resolve_model_spec
 
         record = collection_record(collection, self.db)

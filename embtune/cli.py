@@ -113,7 +113,7 @@ def index_command(
                                                 "per CPU of the runtime)")] = None,
 ) -> None:
     """Embed a table's text (or image) column and store it as a searchable collection."""
-    from core.indexing import index_file
+    from core.collection.named import index_file
 
     context: Context = ctx.obj
     report = index_file(
@@ -139,7 +139,7 @@ def search_command(
                                                "(collections built with a clip: model)")] = None,
 ) -> None:
     """Search a collection by text, or by image with --image."""
-    from core.indexing import parse_filter, search_collection
+    from core.collection.named import parse_filter, search_collection
 
     context: Context = ctx.obj
     hits = search_collection(name, query, k=k, filter=parse_filter(filters), image=image,
@@ -201,7 +201,7 @@ def collections_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List collections with size, model, dimension and index kind."""
-    from core.indexing import describe_collections
+    from core.collection.named import describe_collections
 
     rows = describe_collections(ctx.obj.database())
     if as_json:
@@ -518,7 +518,7 @@ def match_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Which workflows is a screenshot from? Best score per workflow, and whether the best is confident."""
-    from core.indexing import open_collection
+    from core.collection.named import open_collection
     from core.matching import match
 
     context: Context = ctx.obj
@@ -634,7 +634,7 @@ def debug_finetuning_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Background fine-tuner stats: trainings, examples, pending, losses, held-out top-1, checkpoint, errors."""
-    from core.indexing import collection_record
+    from core.collection.named import collection_record
     from core.training.finetuner import all_finetuning_stats, finetuning_stats
 
     db = ctx.obj.database()

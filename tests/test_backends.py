@@ -287,8 +287,8 @@ def test_export_of_a_run_uses_its_test_split_and_dimensions_and_is_kept_with_it(
 
 def test_export_that_loses_too_much_warns_with_the_loss_and_the_collection_keeps_its_model(
         tiny_copy: Path, tmp_path: Path, workspace_dir: Path) -> None:
+    from core.collection.named import index_file
     from core.export import export_model
-    from core.indexing import index_file
     from storage.db import Database
     from storage.workspace import Workspace
 

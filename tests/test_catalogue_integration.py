@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.indexing import index_file, search_collection
+from core.collection.named import index_file, search_collection
 from storage.db import Database
 from storage.workspace import Workspace
 from tests.conftest import CATALOGUE

@@ -131,7 +131,7 @@ def test_unreachable_database_is_one_line(run_cli) -> None:
 
 def test_collection_built_with_another_model_is_refused(indexed, run_cli, workspace_dir: Path,
                                                         tiny_model_dir_48: Path) -> None:
-    from core.indexing import open_collection
+    from core.collection.named import open_collection
     from storage.db import Database
     from storage.workspace import Workspace
 

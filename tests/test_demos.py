@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from core.indexing import index_file
+from core.collection.named import index_file
 from storage.db import Database, RunStore
 from storage.workspace import Workspace
 from tests.conftest import CATALOGUE, free_port, write_csv

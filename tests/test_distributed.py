@@ -20,16 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.collection import Collection, index_bytes_per_vector, resolve_index_kind, save_streamed
+from core.collection.policy import AUTO_FLAT_MAX_ITEMS, AUTO_HNSW_MAX_ITEMS, REFINE_K_FACTOR
 from core.errors import CollectionError, DataError, EmbtuneError
-from core.index import (
-    AUTO_FLAT_MAX_ITEMS,
-    AUTO_HNSW_MAX_ITEMS,
-    REFINE_K_FACTOR,
-    Collection,
-    index_bytes_per_vector,
-    resolve_index_kind,
-    save_streamed,
-)
 
 # -- index kinds for large collections -----------------------------------------------------------
 
@@ -137,13 +130,13 @@ def test_streamed_build_refuses_duplicate_ids_and_a_wrong_count_without_committi
 
 def test_large_collection_maps_its_vectors_and_stays_writable(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.index
+    import core.collection.disk
 
     base = clustered(200, 8, seed=4, stream=1)
     original = Collection(8)
     original.add([str(i) for i in range(200)], base)
     original.save(tmp_path)
-    monkeypatch.setattr(core.index, "MMAP_VECTORS_MIN_BYTES", 0)
+    monkeypatch.setattr(core.collection.disk, "MMAP_VECTORS_MIN_BYTES", 0)
     loaded = Collection.load(tmp_path)
     assert isinstance(loaded._vectors.base, np.memmap) or isinstance(loaded._vectors, np.memmap)
     loaded.upsert(["3"], base[4])  # copy-on-write: the file under the map is not changed
@@ -211,7 +204,7 @@ def open_db(workspace_dir: Path):
 
 def dying_actor(marker: Path) -> type:
     """An embedding actor whose process kills itself (SIGKILL) on its second batch, once per test."""
-    from core.distributed import EmbedActor
+    from core.collection.ray_shards import EmbedActor
 
     class DiesOnce(EmbedActor):
         calls = 0
@@ -228,7 +221,7 @@ def dying_actor(marker: Path) -> type:
 
 def test_killed_worker_is_replaced_and_nothing_is_lost_or_doubled(ray_runtime, workspace_dir: Path, tmp_path: Path,
                                                                   sharded_corpus, tiny_model_dir: Path) -> None:
-    from core.distributed import index_with_ray
+    from core.collection.ray_index import index_with_ray
 
     _, folder = sharded_corpus
     workspace, db = open_db(workspace_dir)
@@ -242,7 +235,7 @@ def test_killed_worker_is_replaced_and_nothing_is_lost_or_doubled(ray_runtime, w
 
 def test_run_that_dies_after_k_shards_resumes_there_without_duplicates(ray_runtime, run_cli, workspace_dir: Path,
                                                                        sharded_corpus, tiny_model_dir: Path) -> None:
-    from core.distributed import index_with_ray
+    from core.collection.ray_index import index_with_ray
 
     _, folder = sharded_corpus
     workspace, db = open_db(workspace_dir)
@@ -275,7 +268,7 @@ def test_run_that_dies_after_k_shards_resumes_there_without_duplicates(ray_runti
 
 def test_bad_row_inside_a_shard_is_one_line_naming_shard_and_row(ray_runtime, workspace_dir: Path, tmp_path: Path,
                                                                  tiny_model_dir: Path) -> None:
-    from core.distributed import index_with_ray
+    from core.collection.ray_index import index_with_ray
 
     folder = tmp_path / "bad"
     folder.mkdir()
@@ -324,7 +317,8 @@ def test_local_engine_refuses_a_folder_and_an_unknown_engine(run_cli, sharded_co
 
 
 def test_stale_part_is_embedded_again(tmp_path: Path) -> None:
-    from core.distributed import Shard, _part_is_current, _part_record
+    from core.collection.ray_index import _part_is_current, _part_record
+    from core.collection.ray_shards import Shard
 
     source = tmp_path / "a.csv"
     source.write_text("t\nx\n")
@@ -336,7 +330,7 @@ def test_stale_part_is_embedded_again(tmp_path: Path) -> None:
                         fingerprint="f1") != record
     assert not _part_is_current(tmp_path / "part-00000.parquet", record)
     with pytest.raises(EmbtuneError, match="must look like HOST:PORT"):
-        from core.distributed import ray_runtime
+        from core.collection.ray_shards import ray_runtime
 
         with ray_runtime("no-port"):
             pass
@@ -352,7 +346,8 @@ from pathlib import Path
 
 import ray
 
-from core.distributed import EmbedActor, index_with_ray
+from core.collection.ray_index import index_with_ray
+from core.collection.ray_shards import EmbedActor
 from storage.db import Database
 from storage.workspace import Workspace
 

@@ -195,7 +195,7 @@ def test_convert_e5_writes_a_complete_folder_anywhere_and_refuses_to_overwrite(r
 
 
 def test_recorded_default_specs_resolve_by_the_model_the_collection_recorded() -> None:
-    from core.indexing import recorded_model_spec
+    from core.collection.named import recorded_model_spec
 
     minilm, e5 = "sentence-transformers/all-MiniLM-L6-v2", "intfloat/multilingual-e5-small"
     assert recorded_model_spec("default", minilm) == "minilm"
@@ -205,7 +205,7 @@ def test_recorded_default_specs_resolve_by_the_model_the_collection_recorded() -
 
 
 def test_a_collection_built_when_default_meant_minilm_keeps_minilm(tmp_path: Path, minilm_embedder) -> None:
-    from core.indexing import describe_collections, index_file, open_collection
+    from core.collection.named import describe_collections, index_file, open_collection
     from storage.db import CollectionRecord, Database
     from storage.workspace import Workspace
 

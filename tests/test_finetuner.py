@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.collection.named import index_file, open_collection
 from core.errors import CollectionError, EmbtuneError, ImageError
-from core.indexing import index_file, open_collection
 from core.training.finetuner import FineTunerConfig, LightweightFineTuner, finetuning_stats
 from storage.db import Database, FineTuneStore
 from storage.workspace import Workspace

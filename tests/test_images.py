@@ -155,7 +155,7 @@ def indexed_screens(run_cli, screens: Path, tiny_clip_dir: Path) -> Path:
 
 
 def _open(name: str = "screens"):
-    from core.indexing import open_collection
+    from core.collection.named import open_collection
     from storage.db import Database
     from storage.workspace import Workspace
 

@@ -12,16 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.collection import Collection, resolve_index_kind
+from core.collection.policy import AUTO_FLAT_MAX_ITEMS, HNSW_EF_SEARCH, HNSW_EF_SEARCH_LARGE, HNSW_LARGE_FROM_ITEMS
 from core.embedders import load_embedder
 from core.errors import CollectionError, DimensionMismatchError
-from core.index import (
-    AUTO_FLAT_MAX_ITEMS,
-    HNSW_EF_SEARCH,
-    HNSW_EF_SEARCH_LARGE,
-    HNSW_LARGE_FROM_ITEMS,
-    Collection,
-    resolve_index_kind,
-)
 
 
 def unit_vectors(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
@@ -112,14 +106,14 @@ def test_filter_by_metadata_value_and_callable() -> None:
 
 def test_broad_filter_on_approximate_index_still_returns_k() -> None:
     collection, vectors = filled(n=3000, kind="hnsw")
-    import core.index as index_module
+    import core.collection.search as search_module
 
-    original = index_module.EXACT_FILTER_MAX_ITEMS
-    index_module.EXACT_FILTER_MAX_ITEMS = 10  # force the over-fetch path
+    original = search_module.EXACT_FILTER_MAX_ITEMS
+    search_module.EXACT_FILTER_MAX_ITEMS = 10  # force the index's ID-selector path
     try:
         hits = collection.search(vectors[1], k=10, filter={"group": "even"})
     finally:
-        index_module.EXACT_FILTER_MAX_ITEMS = original
+        search_module.EXACT_FILTER_MAX_ITEMS = original
     assert len(hits) == 10 and all(h.metadata["group"] == "even" for h in hits)
 
 
@@ -165,12 +159,12 @@ def test_failure_during_save_leaves_previous_collection_loadable(tmp_path: Path,
     collection.save(tmp_path / "c")
     collection.delete([f"id{i}" for i in range(50)])
 
-    import core.index as index_module
+    import core.collection.disk as disk_module
 
     def exploding_dump(*_args, **_kwargs):
         raise OSError("disk full (injected)")
 
-    monkeypatch.setattr(index_module.json, "dumps", exploding_dump)  # fails while writing items
+    monkeypatch.setattr(disk_module.json, "dumps", exploding_dump)  # fails while writing items
     with pytest.raises(OSError, match="injected"):
         collection.save(tmp_path / "c")
     monkeypatch.undo()
@@ -184,8 +178,8 @@ def test_process_killed_during_save_leaves_previous_collection_loadable(tmp_path
     collection.save(tmp_path / "c")
     script = textwrap.dedent(f"""
         import os, numpy as np
-        import core.index as index_module
-        from core.index import Collection
+        import core.collection.memory as memory_module
+        from core.collection import Collection
         collection = Collection.load({str(tmp_path / "c")!r})
         collection.delete(collection.ids[:100])
         real_save = np.save
@@ -193,7 +187,7 @@ def test_process_killed_during_save_leaves_previous_collection_loadable(tmp_path
             handle.write(b"partial")
             handle.flush()
             os._exit(9)  # the process dies with a half-written file on disk
-        index_module.np.save = die_mid_write
+        memory_module.np.save = die_mid_write
         collection.save({str(tmp_path / "c")!r})
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1],

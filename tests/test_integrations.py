@@ -23,10 +23,10 @@ from langchain_core.documents import Document
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests, RetrieversIntegrationTests
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
+from core.collection import Collection
+from core.collection.named import index_file, open_collection
 from core.embedders import load_embedder
 from core.errors import CollectionError, EmbtuneError, ModelLoadError
-from core.index import Collection
-from core.indexing import index_file, open_collection
 from embtune.integrations.base import MissingExtraError
 from embtune.integrations.langchain import EmbtuneEmbeddings, EmbtuneRetriever
 from embtune.integrations.llamaindex import EmbtuneEmbedding

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from core import labelling
+from core.collection import Collection
 from core.embedders.base import Embedder
 from core.errors import DataError, EmbtuneError
-from core.index import Collection
 
 
 @dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.collection import Collection
 from core.errors import CollectionError, DataError
-from core.index import Collection
 from core.maps import compute_map, write_map
 from tests.conftest import write_csv
 

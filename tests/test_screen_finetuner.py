@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.collection.named import index_file, open_collection
 from core.data.screenshots import render_screen, workflow_descriptions
 from core.embedders.cache import shared_cache
-from core.indexing import index_file, open_collection
 from core.ocr import clear_shared_ocr_memory
 from core.training.finetuner import FineTunerConfig, LightweightFineTuner
 from storage.db import Database, RunStore

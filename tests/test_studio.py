@@ -47,7 +47,7 @@ def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Workspace, D
 
 @pytest.fixture()
 def populated(empty, tiny_model_dir: Path, tmp_path: Path) -> tuple[Workspace, Database]:
-    from core.indexing import index_file
+    from core.collection.named import index_file
 
     workspace, db = empty
     items = tmp_path / "items.csv"
@@ -165,7 +165,7 @@ def test_delete_needs_confirmation(populated) -> None:
 
 
 def test_a_collection_deleted_while_shown_is_a_message(populated) -> None:
-    from core.indexing import delete_collection
+    from core.collection.named import delete_collection
 
     workspace, db = populated
     test = page("data")

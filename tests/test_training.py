@@ -282,7 +282,7 @@ def test_hugging_face_dataset_folder_and_stored_labels_are_sources(tmp_path: Pat
                                 "positive": [f"{w} item {i}" for i, w in enumerate(WORDS * 4)]}).save_to_disk(folder)
     assert train(config(tmp_path, tiny_model_dir, data=str(folder)), show_progress=False).status in COMPLETED
 
-    from core.indexing import index_file
+    from core.collection.named import index_file
     from storage.workspace import Workspace
 
     workspace = Workspace.open(tmp_path / "ws")

@@ -53,7 +53,7 @@ def embedder(spec: str) -> Any:
 def _collection(name: str, path: str, fingerprint: str, updated: str) -> Any:
     # The key holds the row's path, model fingerprint and update time: a re-index or a swapped-in
     # fine-tuned model is a new key, so pages pick it up without a restart.
-    from core.indexing import open_collection
+    from core.collection.named import open_collection
 
     workspace, db = workspace_and_db()
     record = db.get_collection(name)
@@ -62,7 +62,7 @@ def _collection(name: str, path: str, fingerprint: str, updated: str) -> Any:
 
 def collection_key(name: str) -> tuple[str, str, str]:
     """What identifies a collection's current contents: its folder, model fingerprint and update time."""
-    from core.indexing import collection_record
+    from core.collection.named import collection_record
 
     _, db = workspace_and_db()
     record = collection_record(name, db)

@@ -50,8 +50,8 @@ def ensure_bundled_catalogue(workspace: Any, db: Any, *, name: str = "catalogue"
     """The studio's demo state on first start: the catalogue indexed with the bundled model, its
     labelled queries queued for labelling, and its UMAP map projected (cached). Later starts find
     all three and return at once."""
-    from core.index import Collection
-    from core.indexing import index_file
+    from core.collection import Collection
+    from core.collection.named import index_file
     from core.maps import compute_map
     from core.progress import progress_lines
 

@@ -41,7 +41,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 from core.device import resolve_device
-from core.embedders.backends import Backend, parse_backend, require_engine, split_backend_spec
+from core.embedders.backends import (
+    Backend,
+    load_backend_model,
+    parse_backend,
+    require_engine,
+    serving_folder,
+    split_backend_spec,
+)
 from core.embedders.base import Embedder
 from core.embedders.cache import EmbeddingCache, shared_cache
 from core.embedders.image import CLIP_PREFIX, CONFIG_NAME, WEIGHTS_NAMES, ClipEmbedder, read_clip_config
@@ -186,15 +193,13 @@ def _load_text_model(resolved: ResolvedSpec, device: str, reuse: bool, backend: 
     """(model, exported file it runs or None for torch); a backend exports into the model folder on first use."""
     if backend.is_torch:
         return _load_sentence_transformer(resolved, device, reuse), None
-    from core.embedders import backends
-
     def construct() -> tuple[Any, Path]:
         if resolved.kind in ("path", "bundled"):
             _check_model_folder(Path(resolved.location))
         hub_model = _load_sentence_transformer(resolved, "cpu", reuse) if resolved.kind == "hub" else None
-        folder = backends.serving_folder(resolved.kind, resolved.location, workspace=workspace,
+        folder = serving_folder(resolved.kind, resolved.location, workspace=workspace,
                                          name=resolved.model_id, model=hub_model)
-        return backends.load_backend_model(folder, backend)
+        return load_backend_model(folder, backend)
 
     return _load_model((resolved.location, backend.name), device, reuse, construct)
 

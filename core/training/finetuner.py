@@ -49,11 +49,11 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
+from core.collection import Collection, SearchHit
 from core.configs import EmbtuneConfig
 from core.embedders.screen import is_screen_spec, parse_screen_spec
 from core.errors import CollectionError, EmbtuneError
 from core.images import ImageInput, image_content_hash, read_image
-from core.index import Collection, SearchHit
 from core.matching import DEFAULT_GROUP_FIELD, DEFAULT_MATCH_THRESHOLD, MatchResult, match_vector
 from core.stats import paired_difference
 from core.training.clip_tuning import ClipTuningSettings, save_clip_checkpoint, tune_image_tower
@@ -202,10 +202,10 @@ class LightweightFineTuner:
         config: FineTunerConfig | None = None,
         hook: Hook | None = None,
     ) -> None:
+        from core.collection.named import collection_record, open_collection
         from core.embedders.image import ClipEmbedder
         from core.embedders.screen import ScreenEmbedder
         from core.embedders.text import TextEmbedder
-        from core.indexing import collection_record, open_collection
 
         self.name = collection
         self.workspace = workspace

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from core.collection import Collection, Filter, SearchHit, check_k
 from core.embedders import TextEmbedder
 from core.errors import CollectionError
-from core.index import Collection, Filter, SearchHit, check_k
 from embtune.integrations.base import load_model, missing_extra
 
 try:
@@ -110,11 +110,12 @@ class EmbtuneRetriever(BaseRetriever):
         if isinstance(self.collection, Collection):
             if self.collection.embedder is None:
                 raise CollectionError(
-                    "the collection has no embedder: open it with core.indexing.open_collection or pass its name"
+                    "the collection has no embedder: open it with core.collection.named.open_collection "
+                    "or pass its name"
                 )
             self._collection = self.collection
             return
-        from core.indexing import open_collection
+        from core.collection.named import open_collection
         from storage.db import Database
         from storage.workspace import Workspace
 

@@ -28,7 +28,7 @@ with st.expander("Workspace status", expanded=False):
 
 # -- collections ---------------------------------------------------------------------------------
 st.header("Collections")
-from core.indexing import delete_collection, describe_collections  # noqa: E402
+from core.collection.named import delete_collection, describe_collections  # noqa: E402
 
 rows = describe_collections(db)
 if rows:
@@ -87,7 +87,7 @@ with widgets.user_errors():
             st.error(f"{len(preview.problems)} problem(s): fix the file, nothing was written")
             st.dataframe(pd.DataFrame(preview.problems), hide_index=True, width="stretch")
         elif st.button(f"Import {preview.rows} rows into {name!r}", type="primary", key="import_confirm"):
-            from core.indexing import index_file
+            from core.collection.named import index_file
 
             bar = st.progress(0.0, text="embedding…")
 

@@ -1,5 +1,5 @@
 """The named-collection catalogue: what a collection name may be, and the one commit both indexing
-paths (single process, ``core.indexing``; Ray, ``core.distributed``) make when an index is saved.
+paths (single process, ``core.collection.named``; Ray, ``core.collection.ray_index``) make when an index is saved.
 
 Both paths build and save an index folder their own way, then commit it here: the database row
 (model, fingerprint, dimension, index kind, folder, source) and the items, in one transaction,

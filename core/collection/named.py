@@ -2,7 +2,7 @@
 
 The CLI and the studio both call these functions, so a collection built from either is the
 same thing: a folder under ``<workspace>/collections/<name>`` (FAISS index + items, see
-``core.index``) and a row with its items in the database. Everything is validated before
+``core.collection``) and a row with its items in the database. Everything is validated before
 anything is written; the folder is committed first (atomically), then the database rows in
 one transaction.
 
@@ -15,12 +15,15 @@ model's text tower) or by image (``search_collection(..., image=...)``).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from core.collection_catalogue import IndexReport, check_collection_name, commit_collection
+from core.collection import Collection, Filter, SearchHit, check_k, read_manifest, resolve_index_kind
+from core.collection.catalogue import IndexReport, check_collection_name, commit_collection
+from core.collection.ray_index import index_with_ray
 from core.data.formats import read_table
 from core.data.validate import require_columns, validate_items
 from core.embedders import Embedder, is_clip_spec, is_screen_spec, load_embedder
@@ -28,7 +31,6 @@ from core.embedders.backends import backend_spec, split_backend_spec
 from core.embedders.registry import DEFAULT_MODEL, known_model_by_id
 from core.errors import CollectionError, DataError, DimensionMismatchError, ImageError
 from core.images import ImageInput, check_image_files
-from core.index import Collection, Filter, SearchHit, check_k, read_manifest, resolve_index_kind
 from core.progress import CancelToken, ProgressCallback
 from storage.db import Database
 from storage.workspace import Workspace
@@ -62,7 +64,7 @@ def index_file(
 
     With ``image_column`` the images are embedded (the model must be a ``clip:`` model);
     otherwise ``text_column`` is. ``engine="ray"`` embeds a file or a folder of shards on Ray
-    (``core.distributed``; ``ray_address`` names a cluster, ``workers`` the actors) with the same result.
+    (``core.collection.ray_index``; ``ray_address`` names a cluster, ``workers`` the actors) with the same result.
     """
     started = time.perf_counter()
     check_collection_name(collection)
@@ -71,8 +73,6 @@ def index_file(
     if engine == "ray":
         if image_column:
             raise DataError("--engine ray embeds text columns; index images with the local engine")
-        from core.distributed import index_with_ray
-
         return index_with_ray(file, collection=collection, text_column=text_column, id_column=id_column,
                               workspace=workspace, db=db, model=model, index_kind=index_kind,
                               device="cpu" if device == "auto" else device, fallback=fallback,
@@ -263,7 +263,6 @@ def delete_collection(name: str, *, workspace: Workspace, db: Database) -> None:
     db.delete_collection(name)
     folder = Path(record.path).resolve()
     if folder.is_dir() and workspace.collections_dir.resolve() in folder.parents:
-        import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -1,0 +1,140 @@
+"""Searching a collection's faiss index: metadata filters as faiss ID selectors, exact search for
+narrow filters, exact re-ranking of compressed candidates, and single queries on one thread.
+
+A filter keeps a set of row positions; a narrow one (at most ``EXACT_FILTER_MAX_ITEMS``) is answered
+by brute force over just those rows, a broad one by the index itself with an ``IDSelectorBitmap`` in
+its search parameters, so faiss never returns a filtered-out row and nothing is over-fetched.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from core.collection.policy import REFINE_K_FACTOR
+from core.errors import CollectionError
+
+# A filter that keeps at most this many items is answered exactly by brute force over them.
+EXACT_FILTER_MAX_ITEMS = 20_000
+# Searches of a few queries run on one OpenMP thread: spreading one query over threads only adds
+# scheduler waits (10–100× slower p50 measured on a busy 2-core machine, see docs/benchmarks.md).
+SMALL_SEARCH_MAX_QUERIES = 4
+_DEFAULT_THREADS = faiss.omp_get_max_threads()
+_small_search_lock = threading.Lock()
+
+Filter = Mapping[str, Any] | Callable[[Mapping[str, Any]], bool]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    score: float
+    metadata: dict[str, Any]
+    text: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "metadata": self.metadata}
+
+
+def check_k(k: object) -> None:
+    """How many results: a positive whole number (checked before any model is loaded)."""
+    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+        raise CollectionError(f"k must be a positive whole number, got {k!r}")
+
+
+def allowed_positions(metadata: Sequence[Mapping[str, Any]], filter: Filter) -> np.ndarray:
+    """Row positions whose metadata pass ``filter``: a predicate, or field → value (or list of values)."""
+    if callable(filter):
+        keep = [position for position, meta in enumerate(metadata) if filter(meta)]
+    else:
+        wanted = {key: value if isinstance(value, (list, tuple, set)) else [value] for key, value in filter.items()}
+        keep = [position for position, meta in enumerate(metadata)
+                if all(meta.get(key) in values for key, values in wanted.items())]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def answered_exactly(allowed: np.ndarray | None) -> bool:
+    """Whether a filter is narrow enough that brute force over its rows beats the index."""
+    return allowed is not None and len(allowed) <= EXACT_FILTER_MAX_ITEMS
+
+
+def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    k = min(k, len(vectors))
+    if k == 0:
+        return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
+    return faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+
+
+def id_selector(allowed: np.ndarray, n_rows: int) -> faiss.IDSelector:
+    """A bitmap over ``n_rows`` positions with the allowed ones set (it keeps its bits alive)."""
+    mask = np.zeros(n_rows, dtype=bool)
+    mask[allowed] = True
+    bits = np.packbits(mask, bitorder="little")
+    selector = faiss.IDSelectorBitmap(n_rows, faiss.swig_ptr(bits))
+    selector.kept_alive = bits  # the C++ side reads the bits through a bare pointer
+    return selector
+
+
+def search_parameters(index: faiss.Index, params: Mapping[str, int],
+                      selector: faiss.IDSelector | None = None) -> faiss.SearchParameters | None:
+    """faiss search parameters for ``index`` from a collection's ``search_params`` (efSearch, nprobe,
+    k_factor), restricted to ``selector``'s rows when given."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexRefine):
+        base = search_parameters(index.base_index, params, selector)
+        refine = faiss.IndexRefineSearchParameters(k_factor=float(params.get("k_factor", REFINE_K_FACTOR)))
+        if base is not None:
+            refine.base_index_params = base
+            refine.kept_alive = base  # the C++ side holds a bare pointer: keep the Python object alive with it
+        return refine
+    inner = faiss.downcast_index(getattr(index, "index", index))
+    chosen: faiss.SearchParameters | None = None
+    if isinstance(inner, faiss.IndexHNSW) and "efSearch" in params:
+        chosen = faiss.SearchParametersHNSW(efSearch=params["efSearch"])
+    elif isinstance(inner, faiss.IndexIVF) and "nprobe" in params:
+        chosen = faiss.SearchParametersIVF(nprobe=params["nprobe"])
+    if selector is not None:
+        chosen = chosen or faiss.SearchParameters()
+        chosen.sel = selector
+        chosen.kept_selector = selector
+    return chosen
+
+
+def faiss_search(index: faiss.Index, vectors: np.ndarray, k: int,
+                 params: faiss.SearchParameters | None) -> tuple[np.ndarray, np.ndarray]:
+    if len(vectors) > SMALL_SEARCH_MAX_QUERIES or _DEFAULT_THREADS <= 1:
+        return index.search(vectors, k, params=params)
+    with _small_search_lock:
+        faiss.omp_set_num_threads(1)
+        try:
+            return index.search(vectors, k, params=params)
+        finally:
+            faiss.omp_set_num_threads(_DEFAULT_THREADS)
+
+
+def rerank(queries: np.ndarray, stored: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner products of each query with its candidates (rows of ``stored``), best ``k`` first."""
+    k = min(k, candidates.shape[1])
+    chunk = max(1, min(256, (1 << 24) // max(1, candidates.shape[1] * stored.shape[1])))  # ≤ 64 MB gathered
+    out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    out_positions = np.full((len(queries), k), -1, dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        block = candidates[start:start + chunk]
+        valid = block >= 0
+        # Gather the candidates' vectors in row order (a memory-mapped file reads fewer pages that way).
+        rows = np.unique(block[valid])
+        lookup = np.searchsorted(rows, np.maximum(block, 0))
+        gathered = np.asarray(stored[rows], dtype=np.float32)
+        scores = np.einsum("qcd,qd->qc", gathered[lookup], queries[start:start + chunk])
+        scores = np.where(valid, scores, -np.inf).astype(np.float32)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top_scores = np.take_along_axis(scores, order, axis=1)
+        top_positions = np.where(np.isfinite(top_scores), np.take_along_axis(block, order, axis=1), -1)
+        out_scores[start:start + chunk] = top_scores
+        out_positions[start:start + chunk] = top_positions
+    return out_scores, out_positions
