@@ -3,7 +3,7 @@
 What it measures, per backend: sentences/s at batch 1 (MedQuAD dev queries, short) and batch 64 (MedQuAD dev
 answers, long: truncated at the model's 256 tokens) through embtune (``load_embedder(..., backend=...)``, cache off)
 and through the plain library (``SentenceTransformer(folder, backend=...)`` on the same exported file), each as a
-ratio to the torch backend measured in the same process; and NDCG@10 (384-d, graded, ``core.evaluate``) on
+ratio to the torch backend measured in the same process; and NDCG@10 (384-d, graded, ``core.evaluation``) on
 ../shared/data/medquad's dev set and on the bundled catalogue, as points against torch.
 
 The two extras cannot share one environment (see pyproject.toml), so one run starts a worker per environment:
@@ -72,16 +72,15 @@ def worker(backends: list[str], threads: int, rounds: int, batch64_texts: int, b
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from core.data.bundled import catalogue_retrieval_set
     from core.embedders import backends as backend_module
     from core.embedders import load_embedder
     from core.embedders.registry import known_model
-    from core.evaluate import evaluate_retrieval, load_retrieval_set
+    from core.evaluation import evaluate_retrieval, load_retrieval_set
     from storage.workspace import Workspace
 
     torch.set_num_threads(threads)
     medquad = load_retrieval_set(MEDQUAD, name="medquad-dev")
-    catalogue = catalogue_retrieval_set()
+    catalogue = load_retrieval_set("bundled:catalogue")
     long_texts = list(medquad.corpus.values())[:batch64_texts]
     short_texts = list(medquad.queries.values())[:batch1_texts]
     workspace = Workspace.open(tempfile.mkdtemp(prefix="embtune-bench-"))

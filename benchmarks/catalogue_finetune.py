@@ -25,7 +25,7 @@ from core.data.augment import load_reviewed_negatives, save_reviewed_negatives
 from core.data.bundled import CATALOGUE_QUERIES, catalogue_corpus
 from core.data.formats import read_table
 from core.embedders import load_embedder
-from core.evaluate import compare_results, comparison_table, evaluate_retrieval, regressions
+from core.evaluation import compare_results, comparison_table, evaluate_retrieval, regressions
 from core.training.config import TrainingConfig
 from core.training.train import train
 

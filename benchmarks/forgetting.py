@@ -13,9 +13,8 @@ import argparse
 
 from _common import cpu_report, cpu_snapshot, machine_line
 
-from core.data.bundled import bundled_retrieval_set
 from core.embedders import load_embedder
-from core.evaluate import compare_results, evaluate_retrieval
+from core.evaluation import compare_results, evaluate_retrieval, load_retrieval_set
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(machine_line())
     snapshot = cpu_snapshot()
-    general = bundled_retrieval_set(args.data)
+    general = load_retrieval_set(args.data)
     base = evaluate_retrieval(load_embedder(args.base, device="cpu", fallback=False), general)
     full = max(base.dimensions)
     print(f"{general.name}: {len(general.queries)} queries, {len(general.corpus)} items; base {args.base}")

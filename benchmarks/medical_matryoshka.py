@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.embedders import load_embedder
-from core.evaluate import (
+from core.evaluation import (
     RetrievalSet,
     compare_results,
     comparison_table,

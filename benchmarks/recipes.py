@@ -44,6 +44,17 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
                                                "--augment-typos", "1", "--loss-scale", "50"]),
     "catalogue-mnrl-1ep-5e-5-s100": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "5e-5",
                                                 "--augment-typos", "1", "--loss-scale", "100"]),
+    "catalogue-mnrl-1ep-2e-5-s100": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "2e-5",
+                                                "--augment-typos", "1", "--loss-scale", "100"]),
+    "catalogue-lora-r16-1ep-2e-4-s100": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "2e-4", "--lora",
+                                                    "--lora-r", "16", "--lora-alpha", "32", "--augment-typos", "1",
+                                                    "--loss-scale", "100"]),
+    "catalogue-anchor100-1ep-5e-5-s100": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "5e-5",
+                                                     "--augment-typos", "1", "--loss-scale", "100",
+                                                     "--similarity-anchor", "100"]),
+    "catalogue-anchor1000-1ep-5e-5-s100": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "5e-5",
+                                                      "--augment-typos", "1", "--loss-scale", "100",
+                                                      "--similarity-anchor", "1000"]),
     "catalogue-mnrl-4ep-1e-4 (README)": ("scored", [*CATALOGUE, *MNRL, "--epochs", "4", "--lr", "1e-4",
                                                     "--augment-typos", "1"]),
     "catalogue-mnrl-2ep-5e-5-negatives": ("triplets", [*CATALOGUE, *MNRL, "--epochs", "2", "--lr", "5e-5",
@@ -95,11 +106,10 @@ def train_candidate(name: str, args: argparse.Namespace) -> dict:
 
 def forgetting_now(base_spec: str, folder: Path) -> dict:
     """The forgetting check again, on the general set as it is now (it may have changed since the run)."""
-    from core.data.bundled import bundled_retrieval_set
     from core.embedders import load_embedder
-    from core.evaluate import compare_results, evaluate_retrieval
+    from core.evaluation import compare_results, evaluate_retrieval, load_retrieval_set
 
-    general = bundled_retrieval_set("bundled:general")
+    general = load_retrieval_set("bundled:general")
     before = evaluate_retrieval(load_embedder(base_spec, device="cpu", fallback=False), general)
     after = evaluate_retrieval(load_embedder(str(folder), device="cpu", fallback=False), general)
     [c] = [c for c in compare_results(before, after, metrics=("ndcg@10",)) if c.dimension == max(before.dimensions)]

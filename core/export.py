@@ -3,7 +3,7 @@
 The files come from sentence-transformers' own export helpers (``core.embedders.backends``) and go into the model
 folder (the bundled model: its copy in the workspace). The exported model is then evaluated against the original
 torch model on the same queries — the run's test split, ``--data``, or else the bundled catalogue — with
-``core.evaluate``: NDCG@10 per Matryoshka dimension, and the encoding speed of both on the same texts. A drop
+``core.evaluation``: NDCG@10 per Matryoshka dimension, and the encoding speed of both on the same texts. A drop
 of more than ``QUALITY_TOLERANCE`` (0.5 NDCG@10 point) at any dimension is a warning, and a collection given
 with ``collection=`` only switches to the exported model when the loss is within it; otherwise the original stays
 the collection's model. With a database, both evaluations are saved (per query, like ``embtune eval``) and the
@@ -29,6 +29,7 @@ from core.embedders.backends import (
     split_backend_spec,
 )
 from core.errors import CollectionError, DataError, EmbtuneError, ModelLoadError
+from core.evaluation import evaluate_retrieval, load_retrieval_set
 
 QUALITY_TOLERANCE = 0.005  # NDCG@10 is 0..1: 0.005 is half a point
 SPEED_TEXTS = 256  # texts timed per model (the evaluation corpus's first ones)
@@ -115,7 +116,6 @@ def export_model(
     """
     from core.embedders import load_embedder
     from core.embedders.factory import resolve_spec
-    from core.evaluate import evaluate_retrieval
 
     backend = parse_backend(format, quantize)
     if backend.is_torch:
@@ -237,8 +237,6 @@ def _resolve_source(source: str, db: Any) -> tuple[Any, str]:
 def _evaluation_data(run: Any, data: str | Path | None, corpus: dict[str, str] | None,
                      db: Any) -> tuple[Any, list[str]]:
     """(the retrieval set to evaluate on, the run's training texts for calibration or [])."""
-    from core.evaluate import load_retrieval_set
-
     train_texts: list[str] = []
     test_set = load_retrieval_set(data, corpus=corpus) if data is not None else None
     if run is not None:
@@ -263,9 +261,7 @@ def _evaluation_data(run: Any, data: str | Path | None, corpus: dict[str, str] |
             else:
                 raise DataError(f"run {run.name!r} has no retrieval test split: give --data to evaluate on")
     if test_set is None:
-        from core.data.bundled import catalogue_retrieval_set
-
-        test_set = catalogue_retrieval_set()
+            test_set = load_retrieval_set("bundled:catalogue")
     return test_set, train_texts
 
 

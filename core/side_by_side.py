@@ -4,7 +4,7 @@ A team lead wants to see, on their own queries, where a fine-tuned model finds t
 product and the base model does not. ``SideBySideSearch.compare`` answers one query with two
 models over the same items and says, per side, its top-k, which items only that side found,
 how long it took, and — when the query is one of the bundled catalogue's labelled queries —
-its hit@k and NDCG@10 (graded, from ``core.evaluate.trec_metrics``, like every other number
+its hit@k and NDCG@10 (graded, from ``core.evaluation.trec_metrics``, like every other number
 the project reports).
 
 The collection was embedded with one model; the other model needs the same items embedded
@@ -23,7 +23,7 @@ from typing import Any
 
 from core.collection import Collection, SearchHit, check_k
 from core.errors import CollectionError, EmbtuneError
-from core.evaluate import RELEVANCE_THRESHOLD, trec_metrics
+from core.evaluation import RELEVANCE_THRESHOLD, load_retrieval_set, trec_metrics
 from storage.db import Database
 from storage.workspace import Workspace
 
@@ -101,9 +101,7 @@ class QueryLabels:
 
 @lru_cache(maxsize=1)
 def _catalogue_labels() -> dict[str, QueryLabels]:
-    from core.data.bundled import catalogue_retrieval_set
-
-    data = catalogue_retrieval_set()
+    data = load_retrieval_set("bundled:catalogue")
     return {_normal(text): QueryLabels(query_id, data.query_kinds.get(query_id), data.qrels[query_id])
             for query_id, text in data.queries.items()}
 

@@ -261,7 +261,7 @@ def eval_command(
 ) -> None:
     """Retrieval metrics per dimension for each model; paired intervals between them."""
     from core.data.training_data import corpus_items
-    from core.evaluate import run_evaluation
+    from core.evaluation import run_evaluation
     from storage.workspace import atomic_write_json, atomic_write_text
 
     db = ctx.obj.database()

@@ -20,6 +20,7 @@ REJECTED_EXIT = 3
 
 # flag name → TrainingConfig field, for options that map one to one
 _FIELDS = ("data", "output_dir", "model", "corpus", "corpus_text_column", "data_format", "loss", "loss_scale",
+           "similarity_anchor",
            "epochs", "batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio", "scheduler",
            "precision", "max_seq_length", "mini_batch_size", "metric_for_best", "seed", "group_by",
            "validation_fraction", "test_fraction", "relevance_threshold", "augment_typos", "hard_negatives",
@@ -40,6 +41,9 @@ def train_command(
                                                     "(default: from the columns)")] = None,
     loss: Annotated[str | None, typer.Option("--loss", help="default: the format's recipe")] = None,
     loss_scale: Annotated[float | None, typer.Option("--loss-scale", help="mnrl similarity scale (20)")] = None,
+    similarity_anchor: Annotated[float | None, typer.Option(
+        "--similarity-anchor", help="weight of the loss keeping the base model's cosines between corpus items "
+        "(protects search outside the domain; 0: off)")] = None,
     matryoshka_dims: Annotated[str | None, typer.Option("--matryoshka-dims", help="e.g. 384,256,128,64; "
                                                         "'none' for no Matryoshka")] = None,
     matryoshka_weights: Annotated[str | None, typer.Option("--matryoshka-weights",

@@ -10,7 +10,7 @@ import pytest
 
 from core.embedders import load_embedder
 from core.errors import DataError, EmbtuneError
-from core.evaluate import (
+from core.evaluation import (
     METRICS,
     EvaluationResult,
     RetrievalSet,

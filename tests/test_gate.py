@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from core.errors import EmbtuneError
+from core.evaluation.paired import paired_difference
 from core.side_by_side import newest_finished_run
-from core.stats import paired_difference
 from core.training.gate import FINISHED, NOT_PROVEN, REJECTED, decide
 from core.training.runs import effective_status, newest_servable_run, resolve_model_spec, state_label
 from storage.db import Database, RunStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.stats import paired_difference
+from core.evaluation.paired import paired_difference
 
 
 def test_identical_values_are_not_proven() -> None:

@@ -303,7 +303,7 @@ def test_runs_list_shows_a_failed_run_with_its_reason(populated) -> None:
 
 
 def test_the_gate_verdict_shows_in_colour_with_its_figures(populated) -> None:
-    from core.stats import paired_difference
+    from core.evaluation.paired import paired_difference
     from core.training.gate import decide
 
     _, db = populated
@@ -335,7 +335,7 @@ def _retrieval_folder(tmp_path: Path) -> Path:
 
 def test_compare_page_shows_a_saved_evaluation(populated, tmp_path: Path, tiny_model_dir: Path,
                                                 tiny_model_dir_48: Path) -> None:
-    from core.evaluate import run_evaluation, save_report
+    from core.evaluation import run_evaluation, save_report
 
     workspace, db = populated
     report = run_evaluation(_retrieval_folder(tmp_path), [str(tiny_model_dir), str(tiny_model_dir)],

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from core.data.formats import read_table
-from core.retrieval_sets import RetrievalSet, load_retrieval_set
 
 DATA_DIR = Path(__file__).resolve().parent
 CATALOGUE_DIR = DATA_DIR / "catalogue"
@@ -24,25 +23,6 @@ def catalogue_corpus() -> dict[str, str]:
     """Product id → the text that is indexed (the product name, as `make demo` indexes it)."""
     frame = read_table(CATALOGUE_PRODUCTS)
     return dict(zip(frame["id"], frame["name"], strict=True))
-
-
-def catalogue_retrieval_set() -> RetrievalSet:
-    """All labelled catalogue queries against the whole catalogue, with query kinds."""
-    return load_retrieval_set(CATALOGUE_QUERIES, corpus=catalogue_corpus(), name="catalogue")
-
-
-def general_retrieval_set() -> RetrievalSet:
-    """The small general-domain set the forgetting check runs on."""
-    return load_retrieval_set(GENERAL_DIR, name="general")
-
-
-def bundled_retrieval_set(spec: str) -> RetrievalSet:
-    """``bundled:general``, ``bundled:catalogue`` or a retrieval folder/pairs file."""
-    if spec == "bundled:general":
-        return general_retrieval_set()
-    if spec == "bundled:catalogue":
-        return catalogue_retrieval_set()
-    return load_retrieval_set(spec)
 
 
 def ensure_bundled_catalogue(workspace: Any, db: Any, *, name: str = "catalogue",

@@ -17,7 +17,7 @@ import pandas as pd
 from core.data.formats import detect_training_format, normalise_training_columns, read_table
 from core.data.validate import DataReport, require_columns, validate_training_frame
 from core.errors import DataError
-from core.evaluate import RetrievalSet
+from core.evaluation.sets import RetrievalSet
 
 
 @dataclass

@@ -25,11 +25,11 @@ import numpy as np
 
 from core.device import gpu_memory, gpu_memory_line
 from core.errors import CancelledError, EmbtuneError, ModelLoadError
+from core.evaluation.paired import paired_difference
 from core.llmbench.config import BenchConfig
 from core.llmbench.metrics import METRICS, clean_response
 from core.llmbench.suite import Prompt, Suite, load_suite, load_tools
 from core.progress import CancelToken
-from core.stats import paired_difference
 
 logger = logging.getLogger(__name__)
 

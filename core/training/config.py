@@ -44,6 +44,11 @@ class TrainingConfig(EmbtuneConfig):
     """mnrl/cached_mnrl: the similarity scale (1/temperature); None: the scale the model was trained at when
     it is a known one (the default, e5: 100; minilm: 20), else the loss's own 20. A model pre-trained at a low
     temperature spreads its cosines over a narrow band and learns better at its own scale."""
+    similarity_anchor: Annotated[float, Field(ge=0)] | None = None
+    """Weight of the similarity anchor: a second loss that keeps the base model's cosine between corpus items
+    (each item with its nearest neighbours and a few random ones) while the first one learns the domain; it
+    protects search outside the domain (the forgetting check) and leaves the space free to rotate, so the
+    Matryoshka prefixes can still be trained. 0: off; None: the recipe's."""
     matryoshka_dims: list[PositiveInt] | None = None
     """Wrap the loss in MatryoshkaLoss at these dimensions (e.g. [384, 256, 128, 64]); empty: no;
     None: the recipe's (the model's dimension and 256/128/64 for retrieval formats)."""

@@ -53,9 +53,9 @@ from core.collection import Collection, SearchHit
 from core.configs import EmbtuneConfig
 from core.embedders.screen import is_screen_spec, parse_screen_spec
 from core.errors import CollectionError, EmbtuneError
+from core.evaluation.paired import paired_difference
 from core.images import ImageInput, image_content_hash, read_image
 from core.matching import DEFAULT_GROUP_FIELD, DEFAULT_MATCH_THRESHOLD, MatchResult, match_vector
-from core.stats import paired_difference
 from core.training.clip_tuning import ClipTuningSettings, save_clip_checkpoint, tune_image_tower
 from core.training.gate import REJECTED, decide
 from storage.db import Database, FineTuneStore

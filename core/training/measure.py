@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.evaluate import RetrievalSet, compare_results, comparison_table, evaluate_retrieval, metric_name
+from core.evaluation import (
+    RetrievalSet,
+    compare_results,
+    comparison_table,
+    evaluate_retrieval,
+    load_retrieval_set,
+    metric_name,
+)
 from core.training.config import TrainingConfig
 
 
@@ -42,10 +49,8 @@ def before_after(result: Any, config: TrainingConfig, tuned: Any, test_set: Retr
 
 def forgetting_check(result: Any, config: TrainingConfig, tuned: Any, device: str) -> dict[str, Any]:
     """NDCG@10 of base and tuned model on the forgetting set, paired per query; stored on the result."""
-    from core.data.bundled import bundled_retrieval_set
     from core.embedders import load_embedder
-
-    general = bundled_retrieval_set(config.forgetting_data)
+    general = load_retrieval_set(config.forgetting_data)
     base = load_embedder(config.model, device=device, fallback=False, cache=False)
     before, after = evaluate_retrieval(base, general), evaluate_retrieval(tuned, general)
     [comparison] = [c for c in compare_results(before, after, metrics=("ndcg@10",))

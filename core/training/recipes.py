@@ -26,6 +26,7 @@ class Recipe:
     matryoshka: bool
     augment_typos: int = 0
     loss_scale: float | None = None
+    similarity_anchor: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +63,8 @@ def apply_recipe(config: Any, data_format: str) -> Any:
               "learning_rate": recipe.learning_rate if config.learning_rate is None else config.learning_rate,
               "batch_size": recipe.batch_size if config.batch_size is None else config.batch_size,
               "augment_typos": recipe.augment_typos if config.augment_typos is None else config.augment_typos,
+              "similarity_anchor": recipe.similarity_anchor if config.similarity_anchor is None else
+              config.similarity_anchor,
               "loss_scale": config.loss_scale if config.loss_scale is not None else
               recipe.loss_scale if recipe.loss_scale is not None else model_similarity_scale(config.model)}
     if values["loss"] != recipe.loss and config.augment_typos is None:

@@ -30,8 +30,9 @@ from core.data.training_data import (
 )
 from core.device import resolve_device
 from core.errors import EmbtuneError
-from core.evaluate import RetrievalSet, evaluate_retrieval, metric_name
+from core.evaluation import RetrievalSet, evaluate_retrieval, load_retrieval_set, metric_name
 from core.progress import CancelToken
+from core.training.anchor import with_anchor
 from core.training.arguments import training_arguments
 from core.training.config import TrainingConfig
 from core.training.examples import augmented_training_frame
@@ -175,13 +176,17 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
     if recorder is not None:
         bridge.on_update = recorder.record
     train_dataset = loss_dataset(train_frame, result.loss, data.data_format, config.relevance_threshold)
-    args.prompts = column_prompts(getattr(model, "prompts", None), train_dataset.column_names) or None
+    loss = build_loss(result.loss, model, matryoshka_dims=config.matryoshka_dims,
+                      mini_batch_size=config.mini_batch_size, matryoshka_weights=config.matryoshka_weights,
+                      scale=config.loss_scale)
+    prompts = column_prompts(getattr(model, "prompts", None), train_dataset.column_names)
+    if retrieval and config.similarity_anchor:
+        train_dataset, loss, prompts = with_anchor(model, train_dataset, loss, prompts, list(data.corpus.values()),
+                                                   weight=config.similarity_anchor, seed=config.seed)
+    args.prompts = prompts or None
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=train_dataset,
-        loss=build_loss(result.loss, model, matryoshka_dims=config.matryoshka_dims,
-                        mini_batch_size=config.mini_batch_size, matryoshka_weights=config.matryoshka_weights,
-                        scale=config.loss_scale),
-        evaluator=evaluator, callbacks=[bridge, CheckpointTimer(config.checkpoint_minutes * 60)],
+        model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator,
+        callbacks=[bridge, CheckpointTimer(config.checkpoint_minutes * 60)],
     )
     if not show_progress:
         from transformers.trainer_callback import PrinterCallback
@@ -255,9 +260,7 @@ def _resumed_run_name(config: TrainingConfig, output_dir: Path, db: Any) -> str 
 
 def _test_set(config: TrainingConfig, test_split: Any, corpus: dict[str, str]) -> RetrievalSet | None:
     if config.test_data:
-        from core.evaluate import load_retrieval_set
-
-        return load_retrieval_set(config.test_data, corpus=corpus if not Path(config.test_data).is_dir() else None)
+            return load_retrieval_set(config.test_data, corpus=corpus if not Path(config.test_data).is_dir() else None)
     return retrieval_set_for(test_split, corpus, "test") if len(test_split) else None
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import EmbtuneError
-from core.evaluate import run_evaluation, save_report, saved_reports
+from core.evaluation import run_evaluation, save_report, saved_reports
 from webapp import widgets
 
 st.title("Compare")

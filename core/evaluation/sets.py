@@ -1,8 +1,6 @@
-"""Retrieval sets: queries, a corpus and graded judgements, and reading them from disk.
-
-Below evaluation and below the bundled data (which builds its sets with these), so neither has
-to import the other: ``core.data.bundled`` resolves ``bundled:NAME`` into a ``RetrievalSet``,
-``core.evaluate`` scores models on one.
+"""Retrieval sets: queries, a corpus and graded judgements, and reading them — from a folder, a
+pairs file, or the bundled sets by name (``bundled:catalogue``, ``bundled:general``, whose files
+``core.data.bundled`` locates).
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.data.bundled import CATALOGUE_QUERIES, GENERAL_DIR, catalogue_corpus
 from core.data.formats import read_table
 from core.data.validate import require_columns
 from core.errors import DataError
@@ -75,12 +74,19 @@ class RetrievalSet:
 
 def load_retrieval_set(path: str | Path, *, corpus: Mapping[str, str] | None = None,
                        name: str | None = None) -> RetrievalSet:
-    """A folder of corpus/queries/qrels CSVs (``dev_`` prefix optional) or a pairs file.
+    """A folder of corpus/queries/qrels CSVs (``dev_`` prefix optional), a pairs file, or a bundled set.
 
     A pairs file has ``query``, ``item_id`` (or ``item`` text) and ``score`` columns
     (``query_id`` and ``kind`` optional); its corpus is ``corpus`` (e.g. a collection's
-    items) or, without one, the items named in the file.
+    items) or, without one, the items named in the file. ``bundled:catalogue`` is every labelled
+    catalogue query against the whole catalogue, ``bundled:general`` the forgetting check's set.
     """
+    if str(path) == "bundled:catalogue":
+        return _load_pairs(CATALOGUE_QUERIES, dict(catalogue_corpus()) if corpus is None else corpus, "catalogue")
+    if str(path) == "bundled:general":
+        return _load_folder(GENERAL_DIR, "general")
+    if str(path).startswith("bundled:"):
+        raise DataError(f"{path}: no such bundled set (bundled:catalogue, bundled:general)")
     path = Path(path)
     if path.is_dir():
         return _load_folder(path, name or path.name)

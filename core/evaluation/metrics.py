@@ -1,4 +1,4 @@
-"""Information-retrieval evaluation you can trust: graded, per query, per dimension, paired.
+"""Information-retrieval metrics you can trust: graded, per query, per dimension.
 
 Metrics come from trec_eval (through ``pytrec_eval``), the reference implementation of
 these measures: graded NDCG uses the 0..1 relevance scores as gains, binary metrics (MRR,
@@ -8,25 +8,21 @@ numba for ~30 s on first use on a 2-core CPU) and over hand-written code because
 definition everybody else reports. sentence-transformers' evaluator is binary and keeps no
 per-query values; a test checks that our binary numbers agree with it.
 
-Every result keeps per-query values and top-10 rankings, so two models evaluated on the
-same queries can be compared pairwise (bootstrap interval, permutation p-value, wins/ties/
-losses) and the queries that got worse can be listed with both rankings.
+Every result keeps per-query values and top-10 rankings, so two models evaluated on the same
+queries can be compared pairwise (``core.evaluation.compare``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.data.bundled import bundled_retrieval_set
 from core.errors import EmbtuneError
+from core.evaluation.sets import RELEVANCE_THRESHOLD, RetrievalSet
 from core.progress import CancelToken, ProgressCallback, ProgressReporter
-from core.retrieval_sets import RELEVANCE_THRESHOLD, RetrievalSet, load_retrieval_set
-from core.stats import PairedDifference, paired_difference
 
 METRICS = ("ndcg@10", "ndcg@10_binary", "mrr@10", "recall@1", "recall@3", "recall@10", "map@100")
 RANKING_DEPTH = 100  # deep enough for map@100
@@ -208,195 +204,3 @@ def trec_metrics(qrels: Mapping[str, Mapping[str, float]], runs: Mapping[str, Ma
 
 
 # -- comparing two models on the same queries ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Comparison(PairedDifference):
-    """Model B minus model A on one metric at one dimension, paired over the same queries: the
-    paired statistics (interval, p-values, wins/ties/losses, verdict) plus where they were taken."""
-
-    dimension: int = 0
-    metric: str = ""
-
-
-def compare_results(a: EvaluationResult, b: EvaluationResult, *, metrics: Sequence[str] = METRICS,
-                    resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> list[Comparison]:
-    """Paired bootstrap interval of the mean per-query difference and a permutation p-value.
-
-    "better"/"worse" only when the whole interval is above/below zero; otherwise "not proven".
-    """
-    shared_dims = [d for d in a.dimensions if d in b.dimensions]
-    if not shared_dims:
-        raise EmbtuneError(f"{a.model_id} and {b.model_id} were evaluated at no common dimension")
-    comparisons = []
-    for dimension in shared_dims:
-        for metric in metrics:
-            values_a, values_b = a.per_query[dimension][metric], b.per_query[dimension][metric]
-            query_ids = sorted(set(values_a) & set(values_b))
-            if len(query_ids) != len(values_a) or len(query_ids) != len(values_b):
-                raise EmbtuneError(f"{a.model_id} and {b.model_id} were evaluated on different queries "
-                                   f"({len(values_a)} vs {len(values_b)}); compare on the same data")
-            stats = paired_difference(np.array([values_a[q] for q in query_ids]),
-                                      np.array([values_b[q] for q in query_ids]),
-                                      resamples=resamples, seed=seed, confidence=confidence)
-            comparisons.append(Comparison(**stats.to_dict(), dimension=dimension, metric=metric))
-    return comparisons
-
-
-@dataclass(frozen=True)
-class Regression:
-    query_id: str
-    query: str
-    loss: float
-    value_a: float
-    value_b: float
-    top_a: list[tuple[str, float]]
-    top_b: list[tuple[str, float]]
-    relevant_moves: dict[str, tuple[int | None, int | None]]  # item → (rank in A, rank in B), 1-based
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def regressions(a: EvaluationResult, b: EvaluationResult, data: RetrievalSet, *, metric: str = "ndcg@10",
-                dimension: int | None = None, limit: int = 10) -> list[Regression]:
-    """Queries where B scores lower than A, worst first, with both top-5s and relevant items' ranks."""
-    dimension = dimension or max(d for d in a.dimensions if d in b.dimensions)
-    values_a, values_b = a.per_query[dimension][metric], b.per_query[dimension][metric]
-    losers = sorted((q for q in values_a if values_b.get(q, 0.0) < values_a[q] - 1e-12),
-                    key=lambda q: values_b[q] - values_a[q])[:limit]
-
-    def rank(ranking: list[tuple[str, float]], item: str) -> int | None:
-        return next((position for position, (i, _) in enumerate(ranking, start=1) if i == item), None)
-
-    result = []
-    for query_id in losers:
-        top_a, top_b = a.rankings[dimension][query_id], b.rankings[dimension][query_id]
-        relevant = [i for i, s in data.qrels[query_id].items() if s >= a.relevance_threshold]
-        result.append(Regression(query_id, data.queries[query_id], values_a[query_id] - values_b[query_id],
-                                 values_a[query_id], values_b[query_id], top_a[:5], top_b[:5],
-                                 {item: (rank(top_a, item), rank(top_b, item)) for item in relevant}))
-    return result
-
-
-def comparison_table(comparisons: Sequence[Comparison], metrics: Sequence[str] = ("ndcg@10", "recall@3"),
-                     label_a: str = "before", label_b: str = "after") -> str:
-    """A Markdown before/after table: one row per dimension, each delta with its interval."""
-    header = ["dim"]
-    for metric in metrics:
-        header += [f"{metric} {label_a}", f"{metric} {label_b}", "Δ [95% CI]", "verdict"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    by_key = {(c.dimension, c.metric): c for c in comparisons}
-    for dimension in sorted({c.dimension for c in comparisons}, reverse=True):
-        cells = [str(dimension)]
-        for metric in metrics:
-            c = by_key.get((dimension, metric))
-            if c is None:
-                cells += ["", "", "", ""]
-                continue
-            cells += [f"{c.mean_a:.4f}", f"{c.mean_b:.4f}", f"{c.delta:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]",
-                      c.verdict]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-# -- evaluating several models on one data set (what `embtune eval` and the studio run) ----------
-
-
-@dataclass
-class EvaluationReport:
-    data_name: str
-    results: list[EvaluationResult]
-    comparisons: dict[str, list[Comparison]]  # "B vs A" → comparisons
-    regressions: list[Regression] = field(default_factory=list)
-    queries: int = 0
-    corpus_items: int = 0
-    corpus_note: str = ""
-    """Where the corpus came from, said when it is smaller than a user may think (a pairs file alone)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "data": self.data_name, "queries": self.queries, "corpus_items": self.corpus_items,
-            "corpus_note": self.corpus_note,
-            "results": [r.to_dict() for r in self.results],
-            "comparisons": {key: [c.to_dict() for c in value] for key, value in self.comparisons.items()},
-            "regressions": [r.to_dict() for r in self.regressions],
-        }
-
-    def markdown(self) -> str:
-        lines = [f"# Evaluation on {self.data_name}", ""]
-        metrics = ("ndcg@10", "ndcg@10_binary", "mrr@10", "recall@1", "recall@3", "recall@10", "map@100")
-        lines += ["| model | dim | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-        for result in self.results:
-            for dimension in result.dimensions:
-                values = " | ".join(f"{result.metric(m, dimension):.4f}" for m in metrics)
-                lines.append(f"| {result.model_id} | {dimension} | {values} |")
-        for key, comparisons in self.comparisons.items():
-            lines += ["", f"## {key}", "", comparison_table(comparisons, label_a="A", label_b="B")]
-        return "\n".join(lines) + "\n"
-
-
-REPORT_PREFIX = "eval-"
-
-
-def save_report(report: EvaluationReport, folder: str | Path, *, name: str | None = None) -> Path:
-    """Keep a report (JSON with per-query values and rankings, Markdown beside it) so a UI can list
-    and reopen it after a reload or restart."""
-    import time
-
-    from storage.workspace import atomic_write_json, atomic_write_text
-
-    stem = name or f"{REPORT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
-    target = Path(folder) / f"{stem}.json"
-    payload = report.to_dict()
-    payload["models"] = [r.model_id for r in report.results]
-    atomic_write_json(target, payload)
-    atomic_write_text(target.with_suffix(".md"), report.markdown())
-    return target
-
-
-def saved_reports(folder: str | Path) -> list[Path]:
-    """Evaluation reports in ``folder``, newest first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    return sorted(folder.glob(f"{REPORT_PREFIX}*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def run_evaluation(data_path: str | Path, models: Sequence[str], *, dimensions: Sequence[int] | None = None,
-                   corpus: Mapping[str, str] | None = None, db: Any = None, device: str = "auto",
-                   regressions_limit: int = 0, resamples: int = 2000, seed: int = 0,
-                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> EvaluationReport:
-    """Evaluate each model on the same queries; compare every later model with the first, paired."""
-    from core.embedders import load_embedder
-
-    if not models:
-        raise EmbtuneError("give at least one --model to evaluate")
-    data = bundled_retrieval_set(str(data_path)) if str(data_path).startswith("bundled:") else \
-        load_retrieval_set(data_path, corpus=corpus)
-    results = []
-    from core.training.runs import resolve_model_spec
-
-    for spec in models:
-        embedder = load_embedder(resolve_model_spec(spec, db), device=device, fallback=False)
-        result = evaluate_retrieval(embedder, data, dimensions=dimensions, progress=progress, cancel=cancel)
-        result.model_id = spec
-        results.append(result)
-        if db is not None:
-            from storage.db import RunStore
-
-            RunStore(db).save_evaluation(model_spec=spec, model_fingerprint=result.model_fingerprint,
-                                         data_source=str(data_path), metrics=result.metrics,
-                                         per_query=result.per_query_rows(),
-                                         run_name=spec[4:] if spec.startswith("run:") else None)
-    comparisons = {f"{r.model_id} vs {results[0].model_id}": compare_results(results[0], r, resamples=resamples,
-                                                                               seed=seed) for r in results[1:]}
-    worst = regressions(results[0], results[-1], data, limit=regressions_limit) \
-        if regressions_limit and len(results) > 1 else []
-    note = ""
-    if not str(data_path).startswith("bundled:") and not Path(data_path).is_dir():
-        note = ("the corpus given with --corpus plus the items the pairs file names" if corpus is not None else
-                "only the items named in the pairs file: other items of your catalogue are not searched "
-                "(give --corpus FILE or COLLECTION to search all of them)")
-    return EvaluationReport(data.name, results, comparisons, worst, queries=len(data.queries),
-                            corpus_items=len(data.corpus), corpus_note=note)
