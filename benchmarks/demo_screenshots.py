@@ -270,8 +270,8 @@ def screens_screenshot(args: argparse.Namespace, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     from core.data.screenshots import bundled_screens
+    from core.online import FineTunerConfig
     from core.screen_search import ensure_bundled_screens
-    from core.training.finetuner import FineTunerConfig
     from demos.image_search import build_demo
 
     workspace, db = workspace_at(args.workspace and str(Path(args.workspace) / "screens"), "embtune-shots-screens-")

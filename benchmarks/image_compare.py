@@ -100,7 +100,7 @@ def main() -> None:
         embtune(*workspace, "map", "digits", "--method", "umap", "--color-by", "label", "--out", str(args.out))
 
         print(f"## background fine-tuner: {args.confirm_per_label * 10} confirmed (unindexed) digits\n")
-        from core.training.finetuner import FineTunerConfig, LightweightFineTuner
+        from core.online import FineTunerConfig, LightweightFineTuner
         from storage.db import Database
         from storage.workspace import Workspace
 

@@ -78,7 +78,7 @@ def main() -> None:
 
     from core.collection.named import index_file
     from core.data.screenshots import bundled_screens
-    from core.training.finetuner import FineTunerConfig, LightweightFineTuner
+    from core.online import FineTunerConfig, LightweightFineTuner
     from storage.db import Database
     from storage.workspace import Workspace
 

@@ -76,7 +76,7 @@ class ScreenSearch:
     def __init__(self, collection: str, *, workspace: Workspace, db: Database, config: Any = None,
                  threshold: float | None = None) -> None:
         from core.collection.named import collection_record, open_collection
-        from core.training.finetuner import FineTunerConfig, LightweightFineTuner
+        from core.online import FineTunerConfig, LightweightFineTuner
 
         collection_record(collection, db)  # an unknown name is the user's mistake, not the tuner's
         self.name = collection
@@ -167,7 +167,7 @@ class ScreenSearch:
 
     def state(self) -> dict[str, Any]:
         """The panel's numbers: state, pending, trainings run, last loss, top-1 before/after, checkpoint."""
-        from core.training.finetuner import finetuning_stats
+        from core.online import finetuning_stats
 
         stats = self.tuner.stats() if self.tuner is not None else finetuning_stats(self.db, self.name)
         last = stats.metrics_history[-1] if stats.metrics_history else {}

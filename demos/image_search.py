@@ -154,8 +154,8 @@ def launch(*, collection: str = BUNDLED_SCREENS_COLLECTION, model: str | None = 
            port: int | None = None, share: bool = False, workspace: Workspace | None = None,
            db: Database | None = None, device: str = "auto", block: bool = True) -> gr.Blocks:
     """Render and index the bundled screenshot set when it is the collection asked for and missing, then serve."""
+    from core.online import FineTunerConfig
     from core.screen_search import ensure_bundled_screens
-    from core.training.finetuner import FineTunerConfig
 
     workspace = workspace or Workspace.open()
     db = db or Database(workspace.db_url())

@@ -603,7 +603,7 @@ def confirm_command(
                                         "reached (this process waits for it)")] = True,
 ) -> None:
     """Record a confirmed (input, workflow) example for the collection's background fine-tuner."""
-    from core.training.finetuner import FineTunerConfig, LightweightFineTuner
+    from core.online import FineTunerConfig, LightweightFineTuner
 
     context: Context = ctx.obj
     config = FineTunerConfig(trigger_threshold=trigger_threshold if train else 2**31 - 1, max_examples=max_examples,
@@ -635,7 +635,7 @@ def debug_finetuning_command(
 ) -> None:
     """Background fine-tuner stats: trainings, examples, pending, losses, held-out top-1, checkpoint, errors."""
     from core.collection.named import collection_record
-    from core.training.finetuner import all_finetuning_stats, finetuning_stats
+    from core.online import all_finetuning_stats, finetuning_stats
 
     db = ctx.obj.database()
     if collection is not None:

@@ -58,7 +58,7 @@ def product(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
 @pytest.fixture(scope="module")
 def screens(tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path) -> Iterator[tuple[Client, Path]]:
     """9 screenshots of 3 workflows (tiny CLIP), a tuner that trains after 2 confirmations, and bad files."""
-    from core.training.finetuner import FineTunerConfig
+    from core.online import FineTunerConfig
     from demos.image_search import build_demo
 
     root = tmp_path_factory.mktemp("demo-screens")

@@ -16,7 +16,7 @@ import pytest
 
 from core.collection.named import index_file, open_collection
 from core.errors import CollectionError, EmbtuneError, ImageError
-from core.training.finetuner import FineTunerConfig, LightweightFineTuner, finetuning_stats
+from core.online import FineTunerConfig, LightweightFineTuner, finetuning_stats
 from storage.db import Database, FineTuneStore
 from storage.workspace import Workspace
 from tests.conftest import COMPLETED, MatchReader, write_csv

@@ -18,7 +18,7 @@ from core.collection.named import index_file, open_collection
 from core.data.screenshots import render_screen, workflow_descriptions
 from core.embedders.cache import shared_cache
 from core.ocr import clear_shared_ocr_memory
-from core.training.finetuner import FineTunerConfig, LightweightFineTuner
+from core.online import FineTunerConfig, LightweightFineTuner
 from storage.db import Database, RunStore
 from storage.workspace import Workspace
 from tests.conftest import COMPLETED, MatchReader, write_csv
