@@ -121,7 +121,7 @@ def first_relevant(hits: list[Any], judged: dict[str, float]) -> int | None:
 def pick_query(search: Any, collection: str, model_b: str) -> Candidate:
     """The typo / split-word query that shows the difference best (printed with the runners-up)."""
     from core.evaluation import load_retrieval_set
-    from core.side_by_side import catalogue_labels
+    from demos.product_service import catalogue_labels
 
     data = load_retrieval_set("bundled:catalogue")
     found: list[Candidate] = []
@@ -162,8 +162,8 @@ def pick_query(search: Any, collection: str, model_b: str) -> Candidate:
 def product_screenshot(args: argparse.Namespace, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from core.side_by_side import BUNDLED_COLLECTION, SideBySideSearch, ensure_bundled_catalogue
     from demos.product_search import build_demo
+    from demos.product_service import BUNDLED_COLLECTION, SideBySideSearch, ensure_bundled_catalogue
 
     model_b = model_b_path(args.model_b)
     workspace, db = workspace_at(args.workspace and str(Path(args.workspace) / "product"), "embtune-shots-product-")
@@ -269,10 +269,10 @@ def pick_screen(url: str, rows: list[dict[str, str]], folder: Path, tries: int) 
 def screens_screenshot(args: argparse.Namespace, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from core.data.screenshots import bundled_screens
     from core.online import FineTunerConfig
-    from core.screen_search import ensure_bundled_screens
+    from core.screens import bundled_screens
     from demos.image_search import build_demo
+    from demos.screen_service import ensure_bundled_screens
 
     workspace, db = workspace_at(args.workspace and str(Path(args.workspace) / "screens"), "embtune-shots-screens-")
     print(f"screenshot demo: workspace {workspace.root}", flush=True)

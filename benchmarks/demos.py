@@ -65,8 +65,8 @@ def main() -> None:
     from gradio_client import Client
 
     from core.evaluation import load_retrieval_set
-    from core.side_by_side import SideBySideSearch, ensure_bundled_catalogue
     from demos.product_search import DEFAULT_CONCURRENCY, build_demo
+    from demos.product_service import SideBySideSearch, ensure_bundled_catalogue
     from storage.db import Database
     from storage.workspace import Workspace
 

@@ -34,7 +34,7 @@ from benchmarks._common import machine_line
 
 def screens_at(size: tuple[int, int], count: int) -> list:
     """``count`` screens of the bundled set's workflows whose variant renders at ``size``."""
-    from core.data.screenshots import render_screen, variant_info, workflow_ids
+    from core.screens import render_screen, variant_info, workflow_ids
 
     found = []
     variant = 0

@@ -77,8 +77,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from core.collection.named import index_file
-    from core.data.screenshots import bundled_screens
     from core.online import FineTunerConfig, LightweightFineTuner
+    from core.screens import bundled_screens
     from storage.db import Database
     from storage.workspace import Workspace
 

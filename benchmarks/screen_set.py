@@ -6,7 +6,7 @@ has not seen (the set's test variants: other sizes, orders, languages, themes, a
 a tiny random open_clip (the only CLIP available offline, so a floor, not a rival), and derives
 from data the two numbers the embedder and ``match`` use: the layout weight and the threshold.
 
-Steps (all on the set rendered by ``core.data.screenshots``, 12 workflows × 24 variants):
+Steps (all on the set rendered by ``core.screens``, 12 workflows × 24 variants):
 
 1. ``--preprocessing``: label words of the screens read by tesseract per preprocessing choice.
 2. OCR text and layout vectors of every screen (OCR cached in the workspace, so a re-run is quick);
@@ -51,7 +51,7 @@ PREPROCESSING_CHOICES = (("gray",), ("gray", "invert_dark"), ("gray", "upscale")
 
 def label_words(workflow: str, lang: str) -> set[str]:
     """The words a screen of this workflow shows in its labels (what OCR should read)."""
-    from core.data.screenshots import ui_text
+    from core.screens import ui_text
 
     labels = ui_text()[workflow][lang]
     parts = [labels["title"], labels["heading"], labels["app"], *labels.get("nav", [])]
@@ -63,7 +63,7 @@ def label_words(workflow: str, lang: str) -> set[str]:
 
 def preprocessing_table(rows: list[dict[str, str]], folder: Path, per_workflow: int) -> None:
     from core.images import read_image
-    from core.ocr import read_text
+    from core.screens.ocr import read_text
 
     rng = random.Random(0)
     by_workflow = defaultdict(list)
@@ -156,11 +156,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from core.collection.named import index_file, open_collection
-    from core.data.screenshots import bundled_screens
     from core.embedders import load_embedder
     from core.embedders.screen import DEFAULT_LAYOUT_WEIGHT, layout_vector
     from core.images import read_image
     from core.matching import match
+    from core.screens import bundled_screens
     from storage.db import Database
     from storage.workspace import Workspace
     from tests.conftest import build_tiny_clip

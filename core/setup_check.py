@@ -123,7 +123,7 @@ def backends_check() -> Check:
 
 def tesseract_check(languages: str | None = None) -> Check:
     """Tesseract (the OCR of the ``screen:`` embedder): its version and languages, or what to install."""
-    from core.ocr import DEFAULT_LANGUAGES, OcrUnavailableError, check_languages, tesseract_info
+    from core.screens.ocr import DEFAULT_LANGUAGES, OcrUnavailableError, check_languages, tesseract_info
 
     try:
         info = tesseract_info()

@@ -1,4 +1,4 @@
-"""Screenshot search that learns from corrections (Gradio). UI only: the logic is ``core.screen_search``.
+"""Screenshot search that learns from corrections (Gradio). UI only: the logic is ``demos.screen_service``.
 
 Run: ``embtune demo screens [--collection C] [--model SPEC] [--host H] [--port P] [--share]`` (or
 ``python -m demos.image_search``). By default it serves the bundled screenshot set (train split)
@@ -28,8 +28,8 @@ import pandas as pd
 
 from core.images import read_image
 from core.progress import progress_lines
-from core.screen_search import BUNDLED_SCREENS_COLLECTION, BUNDLED_SCREENS_MODEL, ScreenSearch
 from demos.product_search import DEFAULT_CONCURRENCY, user_errors
+from demos.screen_service import BUNDLED_SCREENS_COLLECTION, BUNDLED_SCREENS_MODEL, ScreenSearch
 from storage.db import Database
 from storage.workspace import Workspace
 
@@ -155,7 +155,7 @@ def launch(*, collection: str = BUNDLED_SCREENS_COLLECTION, model: str | None = 
            db: Database | None = None, device: str = "auto", block: bool = True) -> gr.Blocks:
     """Render and index the bundled screenshot set when it is the collection asked for and missing, then serve."""
     from core.online import FineTunerConfig
-    from core.screen_search import ensure_bundled_screens
+    from demos.screen_service import ensure_bundled_screens
 
     workspace = workspace or Workspace.open()
     db = db or Database(workspace.db_url())

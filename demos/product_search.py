@@ -1,4 +1,4 @@
-"""Product search, base vs fine-tuned side by side (Gradio). UI only: the logic is ``core.side_by_side``.
+"""Product search, base vs fine-tuned side by side (Gradio). UI only: the logic is ``demos.product_service``.
 
 Run: ``embtune demo product [--collection C] [--model-a SPEC] [--model-b SPEC|run:NAME] [--host H]
 [--port P] [--share]`` (or ``python -m demos.product_search``). ``--share`` asks gradio for a public
@@ -28,8 +28,8 @@ import gradio as gr
 import pandas as pd
 
 from core.errors import EmbtuneError
-from core.side_by_side import BUNDLED_COLLECTION, MAX_K, Comparison, SideBySideSearch, SideResult, newest_finished_run
-from core.training.runs import servable_specs
+from core.training.runs import servable_spec, servable_specs
+from demos.product_service import BUNDLED_COLLECTION, MAX_K, Comparison, SideBySideSearch, SideResult
 from storage.db import Database
 from storage.workspace import Workspace
 
@@ -85,7 +85,7 @@ def build_demo(*, workspace: Workspace | None = None, db: Database | None = None
     db = db or Database(workspace.db_url())
     search = SideBySideSearch(workspace, db, device=device)
     search.prepared(collection, model_a)  # load model A and its index now: an unknown name fails at start
-    default_b = model_b or newest_finished_run(collection, db)
+    default_b = model_b or servable_spec(collection, db)
     if default_b:
         search.prepared(collection, default_b)
 
@@ -106,7 +106,7 @@ def build_demo(*, workspace: Workspace | None = None, db: Database | None = None
         name = (collection or "").strip()
         runs = servable_specs(db, name)
         return {"collection": name, "model_a": search.collection_model(name), "runs": runs,
-                "model_b": newest_finished_run(name, db)}
+                "model_b": servable_spec(name, db)}
 
     def collections() -> list[str]:
         from core.embedders import is_clip_spec, is_screen_spec
@@ -161,7 +161,7 @@ def launch(*, collection: str = BUNDLED_COLLECTION, model_a: str | None = None, 
            host: str = "127.0.0.1", port: int | None = None, share: bool = False, workspace: Workspace | None = None,
            db: Database | None = None, device: str = "auto", block: bool = True) -> gr.Blocks:
     """Build the bundled catalogue when it is the one asked for and missing, then serve the page."""
-    from core.side_by_side import ensure_bundled_catalogue
+    from demos.product_service import ensure_bundled_catalogue
 
     workspace = workspace or Workspace.open()
     db = db or Database(workspace.db_url())

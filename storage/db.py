@@ -500,7 +500,7 @@ class RunStore:
 
 
 class FineTuneStore:
-    """Confirmed examples and fine-tuner state per collection (see ``core.training.finetuner``)."""
+    """Confirmed examples and fine-tuner state per collection (see ``core.online``)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -7,9 +7,8 @@ import pytest
 
 from core.errors import EmbtuneError
 from core.evaluation.paired import paired_difference
-from core.side_by_side import newest_finished_run
 from core.training.gate import FINISHED, NOT_PROVEN, REJECTED, decide
-from core.training.runs import effective_status, newest_servable_run, resolve_model_spec, state_label
+from core.training.runs import effective_status, newest_servable_run, resolve_model_spec, servable_spec, state_label
 from storage.db import Database, RunStore
 
 RNG = np.random.default_rng(7)
@@ -82,7 +81,7 @@ def test_latest_picks_the_newest_better_run_then_not_proven_never_rejected(db: D
     add_run(db, "bad-new", REJECTED, gate=decide(paired(-0.08), metric="m").to_dict())
     add_run(db, "killed", "interrupted", progress={"step": 8})
     assert newest_servable_run(db, "shop").name == "good-old"
-    assert newest_finished_run("shop", db) == "run:good-old"
+    assert servable_spec("shop", db) == "run:good-old"
     assert resolve_model_spec("run:latest", db) == "/models/good-old"
     # a rejected run is used only when named
     assert resolve_model_spec("run:bad-new", db) == "/models/bad-new"
@@ -91,9 +90,9 @@ def test_latest_picks_the_newest_better_run_then_not_proven_never_rejected(db: D
         resolve_model_spec("run:killed", db)
 
     RunStore(db).update("good-old", status=REJECTED)
-    assert newest_finished_run("shop", db) == "run:unsure"
+    assert servable_spec("shop", db) == "run:unsure"
     RunStore(db).update("unsure", status="failed", error="boom")
-    assert newest_finished_run("shop", db) is None
+    assert servable_spec("shop", db) is None
     with pytest.raises(EmbtuneError, match="run:latest: no finished training run for collection 'shop'"):
         resolve_model_spec("run:latest", db, collection="shop")
 

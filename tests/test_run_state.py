@@ -11,8 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.side_by_side import newest_finished_run
-from core.training.runs import run_summary
+from core.training.runs import run_summary, servable_spec
 from storage.db import Database, RunStore
 from storage.workspace import Workspace
 from tests.conftest import COMPLETED, write_csv
@@ -89,7 +88,7 @@ def test_a_destructive_learning_rate_is_rejected_and_never_served(run_cli, works
     run = RunStore(db).get("bad-lr")
     summary = run_summary(run)
     assert summary["status"] == "rejected" and summary["verdict"] == "worse" and summary["delta"] < 0
-    assert newest_finished_run("catalogue", db) is None  # the demos' model B
+    assert servable_spec("catalogue", db) is None  # the demos' model B
     latest = run_cli("eval", "--data", "bundled:catalogue", "--model", "run:latest")
     assert latest.code == 1 and "run:latest: no finished training run" in latest.err
     assert "rejected: " in run_cli("runs", "show", "bad-lr").out

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.screenshots import render_screen
 from core.embedders import EmbeddingCache, load_embedder
 from core.embedders.screen import LAYOUT_DIM, ScreenEmbedder
 from core.errors import ModelLoadError
-from core.ocr import clear_shared_ocr_memory
+from core.screens import render_screen
+from core.screens.ocr import clear_shared_ocr_memory
 from tests.conftest import write_csv
 
 pytestmark = pytest.mark.integration
 
-# Variant 0 is English/light, 2 Russian/light, 4 French/dark (see core.data.screenshots).
+# Variant 0 is English/light, 2 Russian/light, 4 French/dark (see core.screens).
 SHOTS = {"login": 0, "file_save": 0, "checkout": 0, "calendar_event": 0}
 
 
@@ -149,7 +149,7 @@ def test_missing_tesseract_is_one_clear_line(run_cli, shots: Path, monkeypatch: 
 
 
 def test_rendering_a_screenshot_set_reports_n_of_total(tmp_path: Path) -> None:
-    from core.data.screenshots import generate_screens
+    from core.screens import generate_screens
 
     seen = []
     screens = generate_screens(tmp_path / "set", variants=2, workflows=["login", "checkout"], progress=seen.append)

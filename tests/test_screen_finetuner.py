@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from core.collection.named import index_file, open_collection
-from core.data.screenshots import render_screen, workflow_descriptions
 from core.embedders.cache import shared_cache
-from core.ocr import clear_shared_ocr_memory
 from core.online import FineTunerConfig, LightweightFineTuner
+from core.screens import render_screen, workflow_descriptions
+from core.screens.ocr import clear_shared_ocr_memory
 from storage.db import Database, RunStore
 from storage.workspace import Workspace
 from tests.conftest import COMPLETED, MatchReader, write_csv
@@ -26,7 +26,7 @@ from tests.conftest import COMPLETED, MatchReader, write_csv
 pytestmark = pytest.mark.integration
 
 WORKFLOWS = ("login", "checkout", "file_save")
-INDEXED = (0, 2)  # English/light and Russian/light (see core.data.screenshots)
+INDEXED = (0, 2)  # English/light and Russian/light (see core.screens)
 CONFIRMED = 1  # a variant that is not indexed
 
 

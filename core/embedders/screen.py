@@ -6,7 +6,7 @@ No CLIP weights ship offline, but a UI screenshot is mostly text: what a login s
 
 1. read the image through ``core.images`` (paths, PIL images, OpenCV BGR arrays; the same
    errors and downscaling as every other image);
-2. OCR with tesseract (``core.ocr``: preprocessing chosen by measurement, word boxes, an
+2. OCR with tesseract (``core.screens.ocr``: preprocessing chosen by measurement, word boxes, an
    in-memory LRU + on-disk cache keyed by the image content hash, optional worker processes);
 3. embed the words with the text model (its own embedding cache applies);
 4. optionally fuse a small layout vector — a 16×10 grid of intensity and one of edge strength,
@@ -41,7 +41,8 @@ from core.embedders.base import Embedder, Side, normalize_rows
 from core.embedders.cache import CacheKey, EmbeddingCache
 from core.errors import EmbtuneError, ImageError, ModelLoadError
 from core.images import MAX_IMAGE_SIDE, ImageInput, describe_image, image_content_hash, read_image
-from core.ocr import (
+from core.progress import CancelToken, ProgressCallback
+from core.screens.ocr import (
     DEFAULT_LANGUAGES,
     DEFAULT_PREPROCESS,
     MIN_WORD_CONFIDENCE,
@@ -54,7 +55,6 @@ from core.ocr import (
     read_text,
     shared_ocr_cache,
 )
-from core.progress import CancelToken, ProgressCallback
 
 SCREEN_PREFIX = "screen:"
 # Layout weight w, from the bundled set (benchmarks/screen_set.py, docs/benchmarks.md): leave-one-out

@@ -22,8 +22,12 @@ from functools import lru_cache
 from typing import Any
 
 from core.collection import Collection, SearchHit, check_k
+from core.collection.named import collection_record, index_file, open_collection
+from core.data.bundled import CATALOGUE_PRODUCTS
+from core.embedders import is_clip_spec, is_screen_spec, load_embedder
 from core.errors import CollectionError, EmbtuneError
 from core.evaluation import RELEVANCE_THRESHOLD, load_retrieval_set, trec_metrics
+from core.training.runs import resolve_model_spec, servable_spec
 from storage.db import Database
 from storage.workspace import Workspace
 
@@ -37,7 +41,6 @@ MAX_K = 50
 @dataclass(frozen=True)
 class SideResult:
     """One model's answer to the query."""
-
     model: str
     """The spec as asked (``run:NAME`` stays readable); ``model_id`` is what actually loaded."""
     model_id: str
@@ -71,20 +74,9 @@ class Comparison:
         return {**asdict(self), "a": self.a.to_dict(), "b": self.b.to_dict() if self.b else None}
 
 
-def newest_finished_run(collection: str, db: Database) -> str | None:
-    """``run:NAME`` of the run served as model B: the newest *better* run for the collection, else the
-    newest *not proven* one; never a rejected run (the gate's decision, ``core.training.runs``)."""
-    from core.training.runs import servable_spec
-
-    return servable_spec(collection, db)
-
-
 def ensure_bundled_catalogue(workspace: Workspace, db: Database, *, name: str = BUNDLED_COLLECTION,
                              model: str = "default", device: str = "auto") -> bool:
     """Index the bundled catalogue as ``name`` if no such collection exists; True when it was built now."""
-    from core.collection.named import index_file
-    from core.data.bundled import CATALOGUE_PRODUCTS
-
     if db.get_collection(name) is not None:
         return False
     index_file(CATALOGUE_PRODUCTS, collection=name, text_column="name", id_column="id", model=model,
@@ -125,7 +117,6 @@ def query_metrics(hits: list[SearchHit], judged: dict[str, float], k: int) -> tu
 
 class SideBySideSearch:
     """Searches a collection with any model; each (collection, model) is prepared once and reused."""
-
     def __init__(self, workspace: Workspace, db: Database, *, device: str = "auto") -> None:
         self.workspace = workspace
         self.db = db
@@ -135,16 +126,10 @@ class SideBySideSearch:
         self._guard = threading.Lock()
 
     def collection_model(self, collection: str) -> str:
-        from core.collection.named import collection_record
-
         return collection_record(collection, self.db).model_spec
 
     def prepared(self, collection: str, model: str | None = None) -> Collection:
         """The collection searchable with ``model`` (default: the one it was built with; ``run:NAME`` works)."""
-        from core.collection.named import collection_record, open_collection
-        from core.embedders import is_clip_spec, is_screen_spec, load_embedder
-        from core.training.runs import resolve_model_spec
-
         record = collection_record(collection, self.db)
         if is_clip_spec(record.model_spec) or is_screen_spec(record.model_spec):
             raise CollectionError(f"collection {collection!r} holds images ({record.model_spec}): search it with "
@@ -187,7 +172,7 @@ class SideBySideSearch:
             raise EmbtuneError(f"k={k} is too many to compare side by side: at most {MAX_K}")
         query = query.strip()
         spec_a = (model_a or "").strip() or self.collection_model(collection)
-        spec_b = (model_b or "").strip() or newest_finished_run(collection, self.db)
+        spec_b = (model_b or "").strip() or servable_spec(collection, self.db)
         labels = catalogue_labels(query)
         side_a = self._side(query, collection, spec_a, k)
         side_b = self._side(query, collection, spec_b, k) if spec_b else None

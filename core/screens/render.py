@@ -1,31 +1,14 @@
-"""The bundled UI screenshot set: desktop screens for 12 workflows, rendered with PIL, seeded.
-
-Why a generator rather than shipped PNGs: a few hundred screenshots are tens of MB, while the
-generator plus its labels (``core/data/screens/ui_text.json``) are a few KB and render the
-same pixels for the same seed on any machine with the same fonts (Debian ``fonts-dejavu-core``
-and ``fonts-liberation2``, installed by ``make ocr-deps``; matplotlib's copy of DejaVu Sans
-is the fallback). ``bundled_screens()`` renders the set at first use into the workspace cache
-(into a temporary folder renamed into place, so a crash never leaves half a set) and reuses it.
-
-Each workflow (``core/data/screens/workflows.csv``: workflow_id, description) gets
-``variants`` screens (default 24). Variant ``v`` is in language ``LANGS[v % 3]`` and theme
-``THEMES[(v // 3) % 2]``, so every block of 6 consecutive variants holds each language ×
-theme once; one block per workflow (chosen by the seed) is the **test** split, unseen by
-indexing and fine-tuning, the others are **train**. Within a variant the seed also draws the
-screen and window size, element order and placement, field values, a coloured or plain title
-bar, scrolling, an occluding window or notification, and noise / JPEG artefacts.
+"""Rendering one screenshot of the bundled set with PIL: fonts, themes, the window and its elements,
+scrolling, an occluding window, then sensor-like noise or JPEG artefacts — all drawn from the seed,
+so the same seed renders the same pixels on any machine with the same fonts (Debian
+``fonts-dejavu-core`` and ``fonts-liberation2``, installed by ``make ocr-deps``; matplotlib's copy of
+DejaVu Sans is the fallback).
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
-import os
 import random
-import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,18 +16,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from core.progress import ProgressCallback, ProgressReporter
+from core.screens.workflows import (
+    DEFAULT_SEED,
+    DEFAULT_VARIANTS,
+    ScreenVariant,
+    ui_text,
+    variant_info,
+)
 
-SCREENS_DIR = Path(__file__).resolve().parent / "screens"
-WORKFLOWS_CSV = SCREENS_DIR / "workflows.csv"
-UI_TEXT_JSON = SCREENS_DIR / "ui_text.json"
-LANGS = ("en", "fr", "ru")
-THEMES = ("light", "dark")
-DEFAULT_VARIANTS = 24
-DEFAULT_SEED = 0
-# Bump when the renderer changes, so cached sets of an older renderer are not reused.
-GENERATOR_VERSION = 1
-SCREEN_SIZES = ((1280, 800), (1366, 768), (1440, 900), (1024, 640), (1920, 1080), (960, 600))
 FONT_FOLDERS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/liberation2",
                 "/usr/share/fonts/truetype/liberation")
 # (regular, bold) file names; the first pair found is always there (DejaVu), the others add variety.
@@ -93,22 +72,6 @@ _FILES = ["report_2024.docx", "budget.xlsx", "photo_0042.jpg", "notes.txt", "pre
 _SSIDS = ["Home-5G", "Livebox-3F2A", "Cafe_Guest", "Office-WiFi", "TP-Link_8C21", "Freebox-9A7B", "Beeline_2G"]
 
 
-@lru_cache(maxsize=1)
-def ui_text() -> dict[str, Any]:
-    """The labels of every workflow screen, per language (data, not code)."""
-    return json.loads(UI_TEXT_JSON.read_text(encoding="utf-8"))
-
-
-def workflow_ids() -> list[str]:
-    with open(WORKFLOWS_CSV, encoding="utf-8", newline="") as handle:
-        return [row["workflow_id"] for row in csv.DictReader(handle)]
-
-
-def workflow_descriptions() -> dict[str, str]:
-    with open(WORKFLOWS_CSV, encoding="utf-8", newline="") as handle:
-        return {row["workflow_id"]: row["description"] for row in csv.DictReader(handle)}
-
-
 @cache
 def _font_files() -> tuple[tuple[str, str], ...]:
     """Font families found on this machine, DejaVu Sans first (from Debian, else matplotlib's copy)."""
@@ -129,41 +92,6 @@ def _font_files() -> tuple[tuple[str, str], ...]:
 @lru_cache(maxsize=256)
 def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size)
-
-
-@dataclass(frozen=True)
-class ScreenVariant:
-    """What a variant is (the columns of the set's CSV besides the image path)."""
-
-    workflow_id: str
-    variant: int
-    lang: str
-    theme: str
-    split: str
-    width: int
-    height: int
-    artefacts: str
-
-    @property
-    def item_id(self) -> str:
-        return f"{self.workflow_id}-{self.variant:02d}"
-
-
-def test_block(workflow_id: str, seed: int, variants: int) -> int:
-    """Which block of 6 variants is this workflow's unseen test split (seeded per workflow)."""
-    blocks = max(1, variants // (len(LANGS) * len(THEMES)))
-    return random.Random(f"{seed}:split:{workflow_id}").randrange(blocks)
-
-
-def variant_info(workflow_id: str, variant: int, seed: int = DEFAULT_SEED,
-                 variants: int = DEFAULT_VARIANTS) -> ScreenVariant:
-    per_block = len(LANGS) * len(THEMES)
-    split = "test" if variant // per_block == test_block(workflow_id, seed, variants) else "train"
-    rng = random.Random(f"{seed}:{workflow_id}:{variant}")
-    width, height = rng.choice(SCREEN_SIZES)
-    artefacts = rng.choice(["none", "none", "noise", "jpeg", "noise+jpeg"])
-    return ScreenVariant(workflow_id, variant, LANGS[variant % 3], THEMES[(variant // 3) % 2], split, width, height,
-                         artefacts)
 
 
 class _Theme:
@@ -461,93 +389,3 @@ def apply_artefacts(image: Image.Image, artefacts: str, rng: random.Random) -> t
         image = Image.open(buffer).convert("RGB")
         suffix = ".jpg"
     return image, suffix
-
-
-@dataclass(frozen=True)
-class ScreenSet:
-    """A rendered set: ``screens.csv`` (id, image, workflow_id, description, variant, lang, theme, split, ...)."""
-
-    folder: Path
-
-    @property
-    def csv(self) -> Path:
-        return self.folder / "screens.csv"
-
-    @property
-    def workflows_csv(self) -> Path:
-        return self.folder / "workflows.csv"
-
-    def rows(self, split: str | None = None) -> list[dict[str, str]]:
-        with open(self.csv, encoding="utf-8", newline="") as handle:
-            return [row for row in csv.DictReader(handle) if split is None or row["split"] == split]
-
-    def write_split(self, split: str, target: Path | None = None) -> Path:
-        """A CSV of one split (image paths relative to the set's folder, so it must live there)."""
-        rows = self.rows(split)
-        path = target or self.folder / f"screens-{split}.csv"
-        _write_csv(path, rows)
-        return path
-
-
-def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    from storage.workspace import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def generate_screens(folder: str | Path, *, seed: int = DEFAULT_SEED, variants: int = DEFAULT_VARIANTS,
-                     workflows: Sequence[str] | None = None, progress: ProgressCallback | None = None) -> ScreenSet:
-    """Render the set into ``folder`` (created; must not exist yet, or be empty) and write its CSVs."""
-    target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
-    descriptions = workflow_descriptions()
-    chosen = list(workflows or descriptions)
-    unknown = [w for w in chosen if w not in descriptions]
-    if unknown:
-        from core.errors import DataError
-
-        raise DataError(f"unknown workflow(s) {', '.join(unknown)}: choose from {', '.join(descriptions)}")
-    rows = []
-    reporter = ProgressReporter("render screenshots", len(chosen) * variants, callback=progress, unit="screen")
-    for workflow_id in chosen:
-        (target / workflow_id).mkdir(exist_ok=True)
-        for variant in range(variants):
-            image, info = render_screen(workflow_id, variant, seed=seed, variants=variants)
-            image, suffix = apply_artefacts(image, info.artefacts, random.Random(f"{seed}:{workflow_id}:{variant}:fx"))
-            relative = f"{workflow_id}/{info.item_id}{suffix}"
-            image.save(target / relative)
-            rows.append({"id": info.item_id, "image": relative, "workflow_id": workflow_id,
-                         "description": descriptions[workflow_id], "variant": variant, "lang": info.lang,
-                         "theme": info.theme, "split": info.split, "width": info.width, "height": info.height,
-                         "artefacts": info.artefacts})
-            reporter.advance(1)
-    _write_csv(target / "screens.csv", rows)
-    shutil.copyfile(WORKFLOWS_CSV, target / "workflows.csv")
-    return ScreenSet(target)
-
-
-def bundled_screens(workspace: Any = None, *, seed: int = DEFAULT_SEED, variants: int = DEFAULT_VARIANTS,
-                    progress: ProgressCallback | None = None) -> ScreenSet:
-    """The screenshot set in the workspace cache, rendered on first use (≈ 1 min for 288 screens)."""
-    from storage.workspace import Workspace
-
-    workspace = workspace or Workspace.open()
-    folder = workspace.cache_dir / "screens" / f"v{GENERATOR_VERSION}-seed{seed}-n{variants}"
-    if (folder / "screens.csv").is_file():
-        return ScreenSet(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        generate_screens(tmp, seed=seed, variants=variants, progress=progress)
-        try:
-            os.replace(tmp, folder)  # a whole folder appears at once; a racing writer's copy is as good
-        except OSError:
-            if not (folder / "screens.csv").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return ScreenSet(folder)

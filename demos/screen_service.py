@@ -19,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from core.collection.named import collection_record, index_file, open_collection
 from core.errors import EmbtuneError
 from core.images import check_upload, image_content_hash, read_image
 from core.matching import DEFAULT_GROUP_FIELD, default_threshold, match_vector
+from core.online import FineTunerConfig, LightweightFineTuner, finetuning_stats
 from core.progress import ProgressCallback
+from core.screens import bundled_screens
 from storage.db import Database, FineTuneStore
 from storage.workspace import Workspace, atomic_path
 
@@ -42,7 +45,6 @@ class FoundWorkflow:
 @dataclass(frozen=True)
 class Lookup:
     """Top workflows for one screenshot or description, and whether the best one is trusted."""
-
     matches: list[FoundWorkflow]
     confident: bool
     threshold: float
@@ -58,9 +60,6 @@ def ensure_bundled_screens(workspace: Workspace, db: Database, *, name: str = BU
                            progress: ProgressCallback | None = None) -> bool:
     """Render the bundled screenshot set and index its train split as ``name`` if missing; True when built now.
     ``progress`` hears both long steps: rendering, then OCR + embedding (n/N each)."""
-    from core.collection.named import index_file
-    from core.data.screenshots import bundled_screens
-
     if db.get_collection(name) is not None:
         return False
     screens = bundled_screens(workspace, progress=progress)
@@ -72,11 +71,8 @@ def ensure_bundled_screens(workspace: Workspace, db: Database, *, name: str = BU
 
 class ScreenSearch:
     """One image collection with workflow ids, its fine-tuner (when its model can be tuned) and its state."""
-
     def __init__(self, collection: str, *, workspace: Workspace, db: Database, config: Any = None,
                  threshold: float | None = None) -> None:
-        from core.collection.named import collection_record, open_collection
-        from core.online import FineTunerConfig, LightweightFineTuner
 
         collection_record(collection, db)  # an unknown name is the user's mistake, not the tuner's
         self.name = collection
@@ -167,8 +163,6 @@ class ScreenSearch:
 
     def state(self) -> dict[str, Any]:
         """The panel's numbers: state, pending, trainings run, last loss, top-1 before/after, checkpoint."""
-        from core.online import finetuning_stats
-
         stats = self.tuner.stats() if self.tuner is not None else finetuning_stats(self.db, self.name)
         last = stats.metrics_history[-1] if stats.metrics_history else {}
         return {
