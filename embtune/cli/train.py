@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from core.errors import EmbtuneError
+from embtune.cli.common import split_ints
 
 REJECTED_EXIT = 3
 
@@ -145,14 +146,6 @@ def _report(result: Any) -> None:
         typer.echo(f"\ngate: {GateDecision.from_dict(result.gate).summary()}")
     typer.echo(f"model: {result.output_dir}" + (" (kept for inspection; not served unless named or accepted with "
                                                "--accept-worse)" if result.status == "rejected" else ""))
-
-
-def split_ints(value: str, option: str) -> list[int]:
-    try:
-        return [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise EmbtuneError(f"{option} {value!r} must be whole numbers separated by commas, e.g. 384,256,128,64") \
-            from None
 
 
 # -- embtune runs -------------------------------------------------------------------------------
