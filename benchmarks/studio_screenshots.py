@@ -62,7 +62,8 @@ def prepare(workspace: Path, run_model: Path) -> None:
     from core.data.split import split_by_group
     from core.data.training_data import group_column_for, load_training_data, retrieval_set_for
     from core.evaluation import run_evaluation, save_report
-    from storage.db import Database, RunStore
+    from storage.db import Database
+    from storage.runs import RunStore
     from storage.workspace import Workspace
 
     ws = Workspace.open(workspace)

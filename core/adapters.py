@@ -58,7 +58,7 @@ def read_adapter(folder: Path) -> dict[str, Any]:
 
 
 def list_adapters(db: Any) -> list[AdapterInfo]:
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     found = []
     for run in RunStore(db).list():

@@ -226,7 +226,7 @@ def _resolve_source(source: str, db: Any) -> tuple[Any, str]:
     if db is None or (not bare.startswith("run:") and Path(bare).expanduser().exists()):
         return None, bare
     from core.training.runs import resolve_run
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     if not bare.startswith("run:") and RunStore(db).get(name) is None:
         return None, bare
@@ -296,7 +296,7 @@ def _switch_collection(name: str, original: Any, exported: Any, workspace: Any, 
 
 
 def _record(report: ExportReport, before: Any, after: Any, original: Any, exported: Any, db: Any) -> None:
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     runs = RunStore(db)
     for result, embedder, speed in ((before, original, report.speed_original),

@@ -26,7 +26,8 @@ from core.matching import DEFAULT_GROUP_FIELD, default_threshold, match_vector
 from core.online import FineTunerConfig, LightweightFineTuner, finetuning_stats
 from core.progress import ProgressCallback
 from core.screens import bundled_screens
-from storage.db import Database, FineTuneStore
+from storage.db import Database
+from storage.finetune import FineTuneStore
 from storage.workspace import Workspace, atomic_path
 
 # The collection the screenshot demo defaults to: the bundled set's train split, `screen:default`.

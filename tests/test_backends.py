@@ -210,7 +210,8 @@ def bundled_package_files() -> set[str]:
 def test_export_bundled_model_evaluates_it_against_torch_and_records_it(export_format: str, quantize: str | None,
                                                                         run_cli, workspace_dir: Path,
                                                                         tmp_path: Path) -> None:
-    from storage.db import Database, EvaluationRecord
+    from storage.db import Database
+    from storage.tables import EvaluationRecord
     from storage.workspace import Workspace
 
     engine_or_skip(export_format)
@@ -257,7 +258,7 @@ def _pairs(tmp_path: Path) -> Path:
 
 
 def _finished_run(db, name: str, model: Path, data: Path, collection: str | None = None) -> None:
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     runs = RunStore(db)
     runs.start(name, collection_name=collection, model_path=str(model),
@@ -269,7 +270,8 @@ def _finished_run(db, name: str, model: Path, data: Path, collection: str | None
 def test_export_of_a_run_uses_its_test_split_and_dimensions_and_is_kept_with_it(tiny_copy: Path, tmp_path: Path,
                                                                              workspace_dir: Path) -> None:
     from core.export import export_model
-    from storage.db import Database, RunStore
+    from storage.db import Database
+    from storage.runs import RunStore
     from storage.workspace import Workspace
 
     engine = "openvino" if REQUIRED != "onnx" else "onnx"

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from core.collection.named import index_file
-from storage.db import Database, RunStore
+from storage.db import Database
+from storage.runs import RunStore
 from storage.workspace import Workspace
 from tests.conftest import CATALOGUE, free_port, write_csv
 from tests.test_images import WORKFLOWS, screen

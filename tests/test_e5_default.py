@@ -206,7 +206,8 @@ def test_recorded_default_specs_resolve_by_the_model_the_collection_recorded() -
 
 def test_a_collection_built_when_default_meant_minilm_keeps_minilm(tmp_path: Path, minilm_embedder) -> None:
     from core.collection.named import describe_collections, index_file, open_collection
-    from storage.db import CollectionRecord, Database
+    from storage.db import Database
+    from storage.tables import CollectionRecord
     from storage.workspace import Workspace
 
     workspace = Workspace.open(tmp_path / "ws")

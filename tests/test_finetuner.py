@@ -17,7 +17,8 @@ import pytest
 from core.collection.named import index_file, open_collection
 from core.errors import CollectionError, EmbtuneError, ImageError
 from core.online import FineTunerConfig, LightweightFineTuner, finetuning_stats
-from storage.db import Database, FineTuneStore
+from storage.db import Database
+from storage.finetune import FineTuneStore
 from storage.workspace import Workspace
 from tests.conftest import COMPLETED, MatchReader, write_csv
 from tests.test_images import WORKFLOWS, screen
@@ -280,7 +281,7 @@ def test_cli_confirm_trains_at_the_threshold_and_debug_prints_the_stats(env, run
 
 
 def test_text_collection_is_fine_tuned_with_the_project_trainer(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     workspace = Workspace.open(tmp_path / "ws")
     db = Database(workspace.db_url())
@@ -313,7 +314,7 @@ def test_text_collection_is_fine_tuned_with_the_project_trainer(tmp_path: Path, 
 def storage_db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
     if request.param == "sqlite":
         return Database(f"sqlite:///{tmp_path / 'embtune.db'}")
-    from storage.db import Base
+    from storage.tables import Base
 
     database = Database(request.getfixturevalue("postgres_url"))
     Base.metadata.drop_all(database.engine)

@@ -9,7 +9,8 @@ from core.errors import EmbtuneError
 from core.evaluation.paired import paired_difference
 from core.training.gate import FINISHED, NOT_PROVEN, REJECTED, decide
 from core.training.runs import effective_status, newest_servable_run, resolve_model_spec, servable_spec, state_label
-from storage.db import Database, RunStore
+from storage.db import Database
+from storage.runs import RunStore
 
 RNG = np.random.default_rng(7)
 BASE = RNG.uniform(0.2, 0.8, size=200)

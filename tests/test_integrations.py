@@ -30,7 +30,8 @@ from core.errors import CollectionError, EmbtuneError, ModelLoadError
 from embtune.integrations.base import MissingExtraError
 from embtune.integrations.langchain import EmbtuneEmbeddings, EmbtuneRetriever
 from embtune.integrations.llamaindex import EmbtuneEmbedding
-from storage.db import Database, RunStore
+from storage.db import Database
+from storage.runs import RunStore
 from storage.workspace import Workspace
 from tests.conftest import CATALOGUE
 

@@ -13,7 +13,8 @@ from core.errors import EmbtuneError
 from core.training import launcher
 from core.training.config import TrainingConfig
 from core.training.runs import QUEUED_TIMEOUT_S, refresh_runs, state_label
-from storage.db import Database, RunStore
+from storage.db import Database
+from storage.runs import RunStore
 from storage.workspace import Workspace
 from tests.conftest import COMPLETED
 

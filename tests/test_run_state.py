@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from core.training.runs import run_summary, servable_spec
-from storage.db import Database, RunStore
+from storage.db import Database
+from storage.runs import RunStore
 from storage.workspace import Workspace
 from tests.conftest import COMPLETED, write_csv
 

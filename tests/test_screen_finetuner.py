@@ -19,7 +19,8 @@ from core.embedders.cache import shared_cache
 from core.online import FineTunerConfig, LightweightFineTuner
 from core.screens import render_screen, workflow_descriptions
 from core.screens.ocr import clear_shared_ocr_memory
-from storage.db import Database, RunStore
+from storage.db import Database
+from storage.runs import RunStore
 from storage.workspace import Workspace
 from tests.conftest import COMPLETED, MatchReader, write_csv
 

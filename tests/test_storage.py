@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import StorageError
-from storage.db import Database, EvaluationRecord, QueryResult, TrainingRun
+from storage.db import Database
+from storage.tables import EvaluationRecord, QueryResult, TrainingRun
 from storage.workspace import Workspace, atomic_path, atomic_write_json
 from tests.postgres import temporary_postgres
 
@@ -28,7 +29,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
     if request.param == "sqlite":
         return Database(f"sqlite:///{tmp_path / 'embtune.db'}")
     database = Database(request.getfixturevalue("postgres_url"))
-    from storage.db import Base
+    from storage.tables import Base
 
     Base.metadata.drop_all(database.engine)  # each test starts from an empty schema
     Base.metadata.create_all(database.engine)
@@ -126,3 +127,62 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("crash")
     assert target.read_text() == '{\n  "v": 1\n}'
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+# -- schema migrations ----------------------------------------------------------------------------
+
+
+def test_a_first_release_database_opens_upgraded_with_its_rows(tmp_path: Path) -> None:
+    """A workspace database the first release made (create_all, no alembic_version) keeps every row and
+    reaches the newest revision; the rows are read back through today's code."""
+    import sqlite3
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from storage.db import MIGRATIONS_DIR
+    from storage.runs import RunStore
+
+    path = tmp_path / "embtune.db"
+    with sqlite3.connect(path) as connection:
+        connection.executescript((Path(__file__).parent / "data" / "first_release_schema.sql").read_text())
+        connection.execute("INSERT INTO collections (name, model_spec, model_fingerprint, dimension, index_kind, path, "
+                           "item_count, created_at, updated_at) VALUES ('catalogue', 'minilm', 'ab', 384, 'auto', "
+                           "'/x', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+        connection.execute("INSERT INTO labelled_pairs (collection_name, query, item_key, score, annotator, created_at)"
+                           " VALUES ('catalogue', 'дымоход', 'P1', 1.0, 'me', '2026-01-01 00:00:00')")
+        connection.execute("INSERT INTO training_runs (name, collection_name, status, config, progress, epoch_metrics, "
+                           "before_after, created_at) VALUES ('old-run', 'catalogue', 'done', '{}', '{}', '[]', '{}', "
+                           "'2026-01-01 00:00:00')")
+    assert "alembic_version" not in {row[0] for row in sqlite3.connect(path).execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    db = Database(f"sqlite:///{path}")
+    head = ScriptDirectory.from_config(_alembic_config(Config, MIGRATIONS_DIR)).get_current_head()
+    with db.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head
+    assert db.get_collection("catalogue").model_spec == "minilm"
+    assert [(label.query, label.item_key) for label in db.labels("catalogue")] == [("дымоход", "P1")]
+    assert [run.name for run in RunStore(db).list("catalogue")] == ["old-run"]
+    Database(f"sqlite:///{path}")  # opening again: already at head, nothing to do
+    assert db.get_collection("catalogue") is not None
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_declares(tmp_path: Path) -> None:
+    """A new database is built by the migrations alone; alembic's autogenerate finds nothing to add or
+    drop against ``storage.tables`` (a model changed without a migration fails here)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from storage.tables import Base
+
+    db = Database(f"sqlite:///{tmp_path / 'new.db'}")
+    with db.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def _alembic_config(config_class: type, folder: Path) -> object:
+    config = config_class()
+    config.set_main_option("script_location", str(folder))
+    return config

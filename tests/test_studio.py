@@ -11,7 +11,8 @@ import pytest
 
 from core.data.importing import save_upload
 from core.errors import DataError
-from storage.db import Database, RunStore
+from storage.db import Database
+from storage.runs import RunStore
 from storage.workspace import Workspace
 
 PAGES = Path(__file__).resolve().parents[1] / "webapp" / "pages"

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import Database, RunStore
+from storage.db import Database
+from storage.runs import RunStore
 from tests.conftest import COMPLETED, free_port
 
 CHROMIUM = "/usr/bin/chromium"

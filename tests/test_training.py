@@ -15,7 +15,8 @@ from core.progress import CancelToken
 from core.training.config import TrainingConfig
 from core.training.measure import overfitting_warnings
 from core.training.train import train
-from storage.db import Database, RunStore
+from storage.db import Database
+from storage.runs import RunStore
 from tests.conftest import COMPLETED, write_csv
 
 WORDS = ["chimney", "pipe", "drill", "garden", "hose", "paint", "труба", "дымоход"]

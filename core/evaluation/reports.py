@@ -15,7 +15,7 @@ from core.evaluation.compare import Comparison, Regression, compare_results, com
 from core.evaluation.metrics import EvaluationResult, evaluate_retrieval
 from core.evaluation.sets import load_retrieval_set
 from core.progress import CancelToken, ProgressCallback
-from storage.db import RunStore
+from storage.runs import RunStore
 from storage.workspace import atomic_write_json, atomic_write_text
 
 

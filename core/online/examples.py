@@ -17,7 +17,8 @@ import pandas as pd
 from core.collection import Collection
 from core.errors import EmbtuneError
 from core.images import ImageInput, image_content_hash, read_image
-from storage.db import Database, FineTuneStore
+from storage.db import Database
+from storage.finetune import FineTuneStore
 from storage.workspace import Workspace, atomic_path
 
 

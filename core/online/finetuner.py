@@ -38,7 +38,8 @@ from core.online.serving import Serving, embed_inputs, prune_outputs, reembedded
 from core.online.stats import FineTuningStats, finetuning_stats
 from core.online.strategies import strategy_for
 from core.training.gate import REJECTED, decide
-from storage.db import Database, FineTuneStore
+from storage.db import Database
+from storage.finetune import FineTuneStore
 from storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from storage.db import Database, FineTuneStore
+from storage.db import Database
+from storage.finetune import FineTuneStore
 
 
 @dataclass

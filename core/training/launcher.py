@@ -72,7 +72,7 @@ def launch_training(config: TrainingConfig, *, db: Any, workspace: Any, python: 
     if Path(output_dir).exists() and not config.overwrite and not config.resume:
         raise EmbtuneError(f"output folder {output_dir} already exists: choose another run name")
     check_launch(config, db)
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     runs = RunStore(db)
     runs.queue(name, collection_name=config.collection, config=config.to_dict())
@@ -94,7 +94,7 @@ def launch_training(config: TrainingConfig, *, db: Any, workspace: Any, python: 
 
 def cancel_training(name: str, db: Any) -> None:
     """Ask a queued or running run to stop; the worker stops at the next step and saves a checkpoint."""
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     runs = RunStore(db)
     run = runs.get(name)

@@ -103,7 +103,7 @@ def run_summary(run: Any) -> dict[str, Any]:
 def newest_servable_run(db: Any, collection: str | None = None) -> Any | None:
     """The newest *finished* run with a model (for the collection when given), else the newest *not
     proven* one; never a rejected, failed, cancelled or interrupted run."""
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     runs = [run for run in RunStore(db).list(collection) if run.model_path]  # newest first
     for wanted in (FINISHED, NOT_PROVEN):
@@ -124,7 +124,7 @@ def resolve_run(spec: str, db: Any, *, collection: str | None = None) -> Any:
             where = f" for collection {collection!r}" if collection else ""
             raise EmbtuneError(f"run:latest: no finished training run{where} (rejected runs are only used by name)")
         return run
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     run = RunStore(db).get(name)
     if run is None:
@@ -144,7 +144,7 @@ def resolve_model_spec(spec: str, db: Any = None, *, collection: str | None = No
 
 def servable_specs(db: Any, collection: str | None = None) -> list[str]:
     """``run:NAME`` of every finished or not-proven run with a model, newest first (a UI's choices)."""
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     return [f"run:{run.name}" for run in RunStore(db).list(collection)
             if run.model_path and effective_status(run) in (FINISHED, NOT_PROVEN)]
@@ -166,7 +166,7 @@ def refresh_runs(db: Any, *, now: float | None = None) -> list[Any]:
     process never registered becomes ``failed`` with that reason. A process on this host is asked
     directly; one elsewhere is judged by its heartbeat.
     """
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     runs = RunStore(db)
     host = socket.gethostname()

@@ -358,7 +358,7 @@ def _save_model(model: Any, output_dir: Path, config: TrainingConfig, result: Tr
 def _run_store(db: Any) -> Any:
     if db is None:
         return None
-    from storage.db import RunStore
+    from storage.runs import RunStore
 
     return RunStore(db)
 

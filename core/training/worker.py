@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from storage.db import Database, RunStore
+    from storage.db import Database
+    from storage.runs import RunStore
 
     runs = RunStore(Database(args.db))
     run = runs.get(args.run)

@@ -98,7 +98,7 @@ if reports:
 
 # -- training runs: their own before/after and forgetting check ------------------------------------
 from core.training.runs import WITH_MODEL, effective_status, gate_of  # noqa: E402
-from storage.db import RunStore  # noqa: E402
+from storage.runs import RunStore  # noqa: E402
 
 done = [run for run in RunStore(db).list() if effective_status(run) in WITH_MODEL and run.before_after]
 if done:
