@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -13,53 +12,7 @@ from core.llmbench.config import BenchConfig
 from core.llmbench.metrics import domain_relevance, fold, keyword_match, routed_tool, tool_routing
 from core.llmbench.run import find_adapters, load_model, run_bench
 from core.llmbench.suite import Prompt, load_suite, load_tools
-from core.llmbench.train_lora import train_lora
-
-TOOLS = {"open_app": {"terms": ["ouvre", "chrome", "application"]}, "volume_up": {"terms": ["volume", "son"]},
-         "close_app": {"terms": ["ferme", "fenêtre"]}}
-SUITE = {"name": "t", "system_prompt": "Tu es un assistant vocal.", "categories": {
-    "commands": [{"id": "c1", "prompt": "ouvre chrome", "expected_keywords": ["chrome"],
-                  "expected_tool": "open_app"},
-                 {"id": "c2", "prompt": "ferme la fenêtre", "expected_keywords": ["ferme"],
-                  "expected_tool": "close_app"}],
-    "routing": [{"id": "r1", "prompt": "monte le son", "expected_keywords": ["volume"], "expected_tool": "volume_up"},
-                {"id": "r2", "prompt": "le son plus fort", "expected_keywords": ["son"],
-                 "expected_tool": "volume_up"}]}}
-
-
-@pytest.fixture(scope="module")
-def bench_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("bench")
-    (folder / "suite.json").write_text(json.dumps(SUITE, ensure_ascii=False), encoding="utf-8")
-    (folder / "tools.json").write_text(json.dumps({"tools": TOOLS}, ensure_ascii=False), encoding="utf-8")
-    (folder / "train.jsonl").write_text("\n".join(json.dumps(p, ensure_ascii=False) for p in [
-        {"prompt": "ouvre firefox", "response": "J'ouvre Firefox. open_app(name=firefox)"},
-        {"prompt": "monte le volume", "response": "Je monte le son. volume_up()"},
-        {"prompt": "ferme tout", "response": "Je ferme la fenêtre. close_app()"},
-        {"prompt": "ouvre chrom", "response": "J'ouvre Chrome. open_app(name=chrome)"}] * 3), encoding="utf-8")
-    return {"suite": folder / "suite.json", "tools": folder / "tools.json", "train": folder / "train.jsonl",
-            "adapters": folder / "adapters"}
-
-
-@pytest.fixture(scope="module")
-def adapter(bench_files: dict[str, Path], tiny_llama_dir: Path) -> Path:
-    result = train_lora(str(tiny_llama_dir), bench_files["adapters"] / "first", data=bench_files["train"],
-                        epochs=2, learning_rate=5e-3, r=4, alpha=8, suite=str(bench_files["suite"]))
-    assert result.trainable_parameters > 0 and result.steps > 0 and result.final_loss is not None
-    time.sleep(0.05)
-    newest = train_lora(str(tiny_llama_dir), bench_files["adapters"] / "second", data=bench_files["train"],
-                        epochs=1, learning_rate=5e-3, r=4, alpha=8, suite=str(bench_files["suite"]))
-    return Path(newest.output_dir)
-
-
-def bench_config(files: dict[str, Path], base: Path, **sections: dict) -> BenchConfig:
-    payload = {"model": {"base": str(base), "adapters": "auto", "adapters_dir": str(files["adapters"]),
-                         "device_map": "cpu"},
-               "generation": {"max_new_tokens": 12, "seed": 1},
-               "benchmark": {"suite": str(files["suite"]), "tools": str(files["tools"])}}
-    for name, values in sections.items():
-        payload.setdefault(name, {}).update(values)
-    return BenchConfig.from_dict(payload)
+from tests.conftest import SUITE, TOOLS, bench_config
 
 
 def test_metrics_fold_accents_and_parse_tool_calls() -> None:

@@ -14,6 +14,7 @@ from core.errors import DataError
 from storage.db import Database
 from storage.runs import RunStore
 from storage.workspace import Workspace
+from tests.conftest import bench_config
 
 PAGES = Path(__file__).resolve().parents[1] / "webapp" / "pages"
 APP = PAGES.parent / "app.py"
@@ -334,20 +335,39 @@ def _retrieval_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_compare_page_shows_a_saved_evaluation(populated, tmp_path: Path, tiny_model_dir: Path,
-                                                tiny_model_dir_48: Path) -> None:
+def _russian_queries_folder(tmp_path: Path) -> Path:
+    """Russian queries for English products: MiniLM's English vocabulary cuts Cyrillic into letters, the
+    multilingual default reads it — two models that really differ on these queries."""
+    folder = tmp_path / "ru-en"
+    folder.mkdir()
+    products = ["Stainless steel chimney pipe", "Cordless drill with two batteries", "Garden hose 20 m",
+                "White matt wall paint", "Kitchen faucet with high spout", "Snow shovel", "Wood stove for a sauna",
+                "Ceramic floor tiles"]
+    queries = ["дымоход", "шуруповерт аккумуляторный", "шланг для полива", "краска для стен", "кран на кухню",
+               "лопата для снега", "печь для бани", "плитка на пол"]
+    (folder / "corpus.csv").write_text("id,text\n" + "".join(f"d{i},{t}\n" for i, t in enumerate(products)),
+                                       encoding="utf-8")
+    (folder / "queries.csv").write_text("query_id,query\n" + "".join(f"q{i},{t}\n" for i, t in enumerate(queries)),
+                                        encoding="utf-8")
+    (folder / "qrels.csv").write_text("query_id,item_id,score\n" + "".join(f"q{i},d{i},1\n" for i in range(8)),
+                                      encoding="utf-8")
+    return folder
+
+
+def test_compare_page_shows_a_saved_evaluation_of_two_different_models(populated, tmp_path: Path) -> None:
     from core.evaluation import run_evaluation, save_report
 
     workspace, db = populated
-    report = run_evaluation(_retrieval_folder(tmp_path), [str(tiny_model_dir), str(tiny_model_dir)],
-                            db=db, regressions_limit=5)
+    report = run_evaluation(_russian_queries_folder(tmp_path), ["minilm", "default"], db=db, regressions_limit=5)
     save_report(report, workspace.reports_dir)
     test = page("compare")
     no_traceback(test)
     frames = [f.value for f in test.dataframe]
-    metrics = frames[0]
-    assert set(metrics["model"]) == {str(tiny_model_dir)} and "ndcg@10" in metrics.columns
-    assert any("verdict" in f.columns and set(f["verdict"]) == {"not proven"} for f in frames)
+    metrics = frames[0].set_index("model")
+    assert set(metrics.index) == {"minilm", "default"}
+    assert metrics.loc["default", "ndcg@10"] > metrics.loc["minilm", "ndcg@10"]
+    comparison = next(f for f in frames if "verdict" in f.columns)
+    assert set(comparison.loc[comparison["metric"] == "ndcg@10", "verdict"]) == {"better"}
 
 
 def test_compare_page_evaluates_models_from_the_page(populated, tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -362,34 +382,21 @@ def test_compare_page_evaluates_models_from_the_page(populated, tmp_path: Path, 
     assert len(list(workspace.reports_dir.glob("eval-*.json"))) == 1
 
 
-def _llm_results() -> dict:
-    def stats(value: float, with_ci: bool) -> dict:
-        entry = {"averages": {"domain_relevance": value, "keyword_match": value}, "mean_seconds": 1.0,
-                 "mean_tokens_per_s": 10.0, "timed_out": 0}
-        if with_ci:
-            entry["vs_base"] = {"domain_relevance": {"mean_a": 0.2, "mean_b": value, "delta": value - 0.2,
-                                                     "ci_low": 0.05, "ci_high": 0.3, "verdict": "better",
-                                                     "wins": 8, "ties": 1, "losses": 1, "sign_p_value": 0.04}}
-        return entry
+def test_compare_page_shows_a_real_llm_bench_and_refuses_other_json(populated, tmp_path: Path, bench_files,
+                                                                   tiny_llama_dir: Path, adapter: Path) -> None:
+    """The page reads what ``embtune llm bench`` wrote: a tiny Llama against its own LoRA adapter."""
+    from core.llmbench.run import run_bench
 
-    prompts = [{"category": c, "prompt": f"{c} prompt {i}", "expected_keywords": ["x"],
-                "base": {"metrics": {"domain_relevance": 0.2}, "response": "base"},
-                "fr": {"metrics": {"domain_relevance": 0.2 + 0.1 * (i - 1)}, "response": "adapter"}}
-               for c in ("billing", "support") for i in range(3)]
-    return {"metadata": {"adapters": {"fr": "/adapters/fr"}, "base_model": "tiny"},
-            "statistics": {"base": stats(0.2, False), "fr": stats(0.4, True)},
-            "by_category": {"billing": {"base": stats(0.2, False), "fr": stats(0.45, True)},
-                            "support": {"base": stats(0.2, False), "fr": stats(0.35, True)}},
-            "results": prompts}
-
-
-def test_compare_page_shows_llm_bench_results_and_refuses_other_json(populated, tmp_path: Path) -> None:
+    results = run_bench(bench_config(bench_files, tiny_llama_dir))
     good = tmp_path / "bench.json"
-    good.write_text(json.dumps(_llm_results()), encoding="utf-8")
+    good.write_text(json.dumps(results), encoding="utf-8")
+    [name] = results["metadata"]["adapters"]
+    weakest = min(results["by_category"],
+                  key=lambda c: results["by_category"][c][name]["averages"]["domain_relevance"])
     test = page("compare")
     test.text_input(key="compare_llm_path").input(str(good)).run()
     no_traceback(test)
-    assert any("fr:" in i and "weakest category" in i for i in texts(test.info))
+    assert any(i.startswith(f"{name}:") and f"'{weakest}', the weakest category" in i for i in texts(test.info))
     other = tmp_path / "other.json"
     other.write_text("{}", encoding="utf-8")
     test.text_input(key="compare_llm_path").input(str(other)).run()
@@ -397,7 +404,7 @@ def test_compare_page_shows_llm_bench_results_and_refuses_other_json(populated, 
     assert any("not an LLM bench result" in e for e in texts(test.error))
     test.text_input(key="compare_llm_path").input(str(tmp_path / "missing.json")).run()
     no_traceback(test)
-    assert test.error
+    assert any("missing.json" in e for e in texts(test.error)), texts(test.error)
 
 
 # -- Map --------------------------------------------------------------------------------------------
