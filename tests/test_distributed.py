@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 
 from core.collection import Collection, index_bytes_per_vector, resolve_index_kind, save_streamed
-from core.collection.policy import AUTO_FLAT_MAX_ITEMS, AUTO_HNSW_MAX_ITEMS, REFINE_K_FACTOR
 from core.errors import CollectionError, DataError, EmbtuneError
 
 # -- index kinds for large collections -----------------------------------------------------------
@@ -42,14 +41,27 @@ def recall_at_10(collection: Collection, base: np.ndarray, queries: np.ndarray) 
                                                                                                   strict=True)]))
 
 
-def test_auto_picks_ivfpq_with_reranking_above_the_hnsw_limit() -> None:
-    assert resolve_index_kind("auto", AUTO_FLAT_MAX_ITEMS, 384)[0] == "Flat"
-    assert resolve_index_kind("auto", AUTO_HNSW_MAX_ITEMS, 384)[0].startswith("HNSW")
-    factory, params = resolve_index_kind("auto", AUTO_HNSW_MAX_ITEMS + 1, 384)
-    assert factory == "IVF4096,PQ48"
-    assert params == {"nprobe": 512, "refine_k_factor": REFINE_K_FACTOR}
-    assert resolve_index_kind("ivfpq", 500, 384) == ("Flat", {})  # too few points to train codebooks
-    assert resolve_index_kind("ivfpq", 50_000, 100)[0].endswith(",PQ10")  # a divisor of 100 near 100 / 8
+def test_auto_above_the_hnsw_limit_keeps_a_compact_index_that_still_finds_the_neighbours(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the size where a graph of float vectors stops fitting (lowered here to 10,000 items), ``auto``
+    must hold a few bytes per vector in memory and still return the true neighbours; below it, exact search."""
+    import core.collection.policy as policy
+
+    base, queries = clustered(12_000, 32, seed=3, stream=1), clustered(100, 32, seed=3, stream=2)
+    ids = [str(i) for i in range(len(base))]
+    small = Collection(32)
+    small.add(ids[:2_000], base[:2_000])
+    truth = np.argsort(-(queries @ base[:2_000].T), axis=1)[:, :10]
+    assert [[int(h.id) for h in row] for row in small.search_many(queries, 10)] == truth.tolist()
+
+    monkeypatch.setattr(policy, "AUTO_FLAT_MAX_ITEMS", 5_000)
+    monkeypatch.setattr(policy, "AUTO_HNSW_MAX_ITEMS", 10_000)
+    large = Collection(32)
+    large.add(ids, base)
+    assert recall_at_10(large, base, queries) >= 0.85
+    float_bytes = 32 * 4
+    assert index_bytes_per_vector(large._index) < float_bytes / 4  # codes, not the vectors themselves
+    assert resolve_index_kind("auto", 10_001, 384)[0] != resolve_index_kind("auto", 10_000, 384)[0]
 
 
 def test_refine_factory_string_gets_k_factor_and_nprobe() -> None:
