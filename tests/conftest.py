@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+# No standby training worker per studio page render (tests/test_launcher.py turns one on where it checks it).
+os.environ.setdefault("EMBTUNE_STANDBY_WORKER", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 CATALOGUE = REPO / "core" / "data" / "catalogue"
 SHARED_DATA = REPO.parent / "shared" / "data"

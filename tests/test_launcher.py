@@ -60,6 +60,22 @@ def test_a_launched_run_trains_in_its_own_process_and_records_progress(setting, 
     assert run.before_after["table"]
 
 
+def test_a_standby_worker_takes_the_next_launch_and_a_new_one_waits_for_the_one_after(
+        setting, tiny_model_dir: Path) -> None:
+    workspace, db, data = setting
+    launcher.prepare_worker(db=db, workspace=workspace)
+    standby = launcher._standbys[(db.url, str(workspace.root), launcher.sys.executable)]
+    name = launcher.launch_training(_config(workspace, data, tiny_model_dir, "warm"), db=db, workspace=workspace)
+    assert RunStore(db).process(name).pid == standby.process.pid  # the prepared process runs it
+    replacement = launcher._standbys[(db.url, str(workspace.root), launcher.sys.executable)]
+    assert replacement.process.pid != standby.process.pid and replacement.alive()
+    run = _wait(db, name, (*COMPLETED, "failed"))
+    assert run.status in COMPLETED, run.error
+    assert "warm: " in Path(RunStore(db).process(name).log_path).read_text(encoding="utf-8")  # its log is the run's
+    replacement.process.stdin.close()  # what the studio's exit does: the waiting standby leaves quietly
+    assert replacement.process.wait(timeout=120) == 0
+
+
 def test_cancel_stops_a_running_run(setting, tiny_model_dir: Path) -> None:
     workspace, db, data = setting
     name = launcher.launch_training(_config(workspace, data, tiny_model_dir, "long", epochs=500), db=db,

@@ -60,13 +60,14 @@ class RunRecorder:
 
     def record(self, snapshot: TrainingProgress) -> None:
         with self._lock:
+            first_step = not self._progress.get("step") and snapshot.step > 0  # the page waits for this one
             if snapshot.loss is not None and (not self._history or self._history[-1]["step"] != snapshot.step):
                 self._history.append({"step": snapshot.step, "epoch": snapshot.epoch, "loss": snapshot.loss})
                 if len(self._history) > HISTORY_POINTS:
                     del self._history[1::2]
             self._progress.update(snapshot.to_dict())
             self._progress["phase"] = "training"
-        self._write()
+        self._write(force=first_step)
 
     def start(self) -> RunRecorder:
         self._thread = threading.Thread(target=self._beat, name=f"embtune-heartbeat-{self.run_name}", daemon=True)

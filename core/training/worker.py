@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
 import traceback
 
@@ -23,9 +24,17 @@ CANCEL_POLL_S = 1.0
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.training.worker")
     parser.add_argument("--db", required=True)
-    parser.add_argument("--run", required=True)
+    parser.add_argument("--run")
+    parser.add_argument("--standby", action="store_true",
+                        help="import everything a run needs, then read the run's name from stdin")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.standby:
+        args.run = _wait_for_a_run()
+        if not args.run:
+            return 0  # the studio that started this standby has gone
+    elif not args.run:
+        parser.error("--run NAME or --standby")
 
     from storage.db import Database
     from storage.runs import RunStore
@@ -74,6 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         stop_watching.set()
+
+
+def _wait_for_a_run() -> str:
+    """A standby worker: the imports a run would wait for happen now, before anyone clicks Launch."""
+    import sentence_transformers  # noqa: F401
+    import transformers.trainer  # noqa: F401
+
+    import core.embedders
+    import core.training.train  # noqa: F401
+
+    print("standby ready", flush=True)
+    return sys.stdin.readline().strip()
 
 
 if __name__ == "__main__":

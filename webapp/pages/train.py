@@ -116,6 +116,8 @@ if found:
                                 collection=collection, run_name=run_name)
         with st.expander("TrainingConfig JSON"):
             st.code(json.dumps(config.to_dict(), indent=2, ensure_ascii=False), language="json")
+        if launcher.standby_enabled():
+            launcher.prepare_worker(db=db, workspace=workspace)  # imports done before the click
         if st.button("Launch", type="primary", key="train_launch"):
             launched = launcher.launch_training(config, db=db, workspace=workspace)
             st.session_state.pop("train_auto_name", None)
