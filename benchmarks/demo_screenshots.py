@@ -162,14 +162,15 @@ def pick_query(search: Any, collection: str, model_b: str) -> Candidate:
 def product_screenshot(args: argparse.Namespace, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
+    from core.collection.named import index_bundled_catalogue
     from demos.product_search import build_demo
-    from demos.product_service import BUNDLED_COLLECTION, SideBySideSearch, ensure_bundled_catalogue
+    from demos.product_service import BUNDLED_COLLECTION, SideBySideSearch
 
     model_b = model_b_path(args.model_b)
     workspace, db = workspace_at(args.workspace and str(Path(args.workspace) / "product"), "embtune-shots-product-")
     print(f"product demo: workspace {workspace.root}; model A = bundled default, model B = {model_b}", flush=True)
     started = time.perf_counter()
-    ensure_bundled_catalogue(workspace, db, device=args.device)
+    index_bundled_catalogue(workspace, db, device=args.device)
     print(f"  catalogue indexed in {time.perf_counter() - started:.0f} s", flush=True)
     chosen = pick_query(SideBySideSearch(workspace, db, device=args.device), BUNDLED_COLLECTION, model_b)
     print(f"chosen: {chosen.why()}", flush=True)

@@ -64,9 +64,10 @@ def main() -> None:
 
     from gradio_client import Client
 
+    from core.collection.named import index_bundled_catalogue
     from core.evaluation import load_retrieval_set
     from demos.product_search import DEFAULT_CONCURRENCY, build_demo
-    from demos.product_service import SideBySideSearch, ensure_bundled_catalogue
+    from demos.product_service import SideBySideSearch
     from storage.db import Database
     from storage.workspace import Workspace
 
@@ -78,7 +79,7 @@ def main() -> None:
         workspace = Workspace.open(Path(tmp) / "ws")
         db = Database(workspace.db_url())
         started = time.perf_counter()
-        ensure_bundled_catalogue(workspace, db, device="cpu")
+        index_bundled_catalogue(workspace, db, device="cpu")
         print(f"indexed the bundled catalogue in {time.perf_counter() - started:.1f} s", flush=True)
         direct = SideBySideSearch(workspace, db, device="cpu")
         direct.compare(queries[0], "catalogue", model_b=args.model_b, k=args.k)  # load + prepare both sides

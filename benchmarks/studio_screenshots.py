@@ -58,17 +58,17 @@ def tuned_model(explicit: str | None, workspace: Path) -> Path:
 
 def prepare(workspace: Path, run_model: Path) -> None:
     """The demo state (as `make demo` builds it), the fine-tuned run registered, and one evaluation."""
-    from core.data.bundled import ensure_bundled_catalogue
     from core.data.split import split_by_group
     from core.data.training_data import group_column_for, load_training_data, retrieval_set_for
     from core.evaluation import run_evaluation, save_report
     from storage.db import Database
     from storage.runs import RunStore
     from storage.workspace import Workspace
+    from webapp.first_start import prepare_bundled_catalogue
 
     ws = Workspace.open(workspace)
     db = Database(ws.default_db_url)
-    ensure_bundled_catalogue(ws, db)
+    prepare_bundled_catalogue(ws, db)
     saved = json.loads((run_model / "embtune_run.json").read_text(encoding="utf-8"))
     config, result = saved["config"], saved["result"]
     runs = RunStore(db)

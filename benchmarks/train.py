@@ -136,7 +136,7 @@ def instrument(clock: PhaseClock) -> list[Callable[[], None]]:
     from sentence_transformers import SentenceTransformerTrainer as Trainer
 
     import core.training.train as embtune_train
-    from core.training.progress import ProgressBridge
+    from core.training.callbacks import ProgressBridge
 
     callback = "callback: embtune progress (inside the loop)"
     return [

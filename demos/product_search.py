@@ -27,6 +27,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from core.collection.named import index_bundled_catalogue
 from core.errors import EmbtuneError
 from core.training.runs import servable_spec, servable_specs
 from demos.product_service import BUNDLED_COLLECTION, MAX_K, Comparison, SideBySideSearch, SideResult
@@ -161,14 +162,12 @@ def launch(*, collection: str = BUNDLED_COLLECTION, model_a: str | None = None, 
            host: str = "127.0.0.1", port: int | None = None, share: bool = False, workspace: Workspace | None = None,
            db: Database | None = None, device: str = "auto", block: bool = True) -> gr.Blocks:
     """Build the bundled catalogue when it is the one asked for and missing, then serve the page."""
-    from demos.product_service import ensure_bundled_catalogue
-
     workspace = workspace or Workspace.open()
     db = db or Database(workspace.db_url())
     if collection == BUNDLED_COLLECTION and db.get_collection(collection) is None:
         print(f"collection {collection!r} is missing: indexing the bundled catalogue with the bundled model "
               "(once, about a minute)...", flush=True)
-        ensure_bundled_catalogue(workspace, db, device=device)
+        index_bundled_catalogue(workspace, db, device=device)
         print("indexed.", flush=True)
     demo = build_demo(workspace=workspace, db=db, collection=collection, model_a=model_a, model_b=model_b,
                       device=device)

@@ -22,8 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from core.collection import Collection, SearchHit, check_k
-from core.collection.named import collection_record, index_file, open_collection
-from core.data.bundled import CATALOGUE_PRODUCTS
+from core.collection.named import collection_record, open_collection
 from core.embedders import is_clip_spec, is_screen_spec, load_embedder
 from core.errors import CollectionError, EmbtuneError
 from core.evaluation import RELEVANCE_THRESHOLD, load_retrieval_set, trec_metrics
@@ -72,16 +71,6 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "a": self.a.to_dict(), "b": self.b.to_dict() if self.b else None}
-
-
-def ensure_bundled_catalogue(workspace: Workspace, db: Database, *, name: str = BUNDLED_COLLECTION,
-                             model: str = "default", device: str = "auto") -> bool:
-    """Index the bundled catalogue as ``name`` if no such collection exists; True when it was built now."""
-    if db.get_collection(name) is not None:
-        return False
-    index_file(CATALOGUE_PRODUCTS, collection=name, text_column="name", id_column="id", model=model,
-               device=device, workspace=workspace, db=db, show_progress=False)
-    return True
 
 
 @dataclass(frozen=True)

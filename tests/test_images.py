@@ -94,7 +94,7 @@ def test_image_cache_hit_touches_neither_decoder_nor_model(tiny_clip_dir: Path, 
 
     monkeypatch.setattr(embedder.model, "encode_image", forbidden)
     monkeypatch.setattr(embedder.model, "encode_text", forbidden)
-    monkeypatch.setattr("core.embedders.image.read_image", forbidden)
+    monkeypatch.setattr("core.embedders.clip.read_image", forbidden)
     again = embedder.encode_images([bgr.copy(), paths[1], paths[0]])
     np.testing.assert_array_equal(again, first[::-1])
     np.testing.assert_array_equal(embedder.encode(["a login form"]), text)

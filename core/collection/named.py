@@ -24,6 +24,7 @@ from typing import Any
 from core.collection import Collection, Filter, SearchHit, check_k, read_manifest, resolve_index_kind
 from core.collection.catalogue import IndexReport, check_collection_name, commit_collection
 from core.collection.ray_index import index_with_ray
+from core.data.bundled import CATALOGUE_PRODUCTS
 from core.data.formats import read_table
 from core.data.validate import require_columns, validate_items
 from core.embedders import Embedder, is_clip_spec, is_screen_spec, load_embedder
@@ -278,3 +279,15 @@ def parse_filter(pairs: list[str] | None) -> Mapping[str, list[str]] | None:
             raise CollectionError(f"filter {pair!r} must look like field=value")
         parsed.setdefault(key.strip(), []).append(value.strip())
     return parsed
+
+
+def index_bundled_catalogue(workspace: Workspace, db: Database, *, name: str = "catalogue", model: str = "default",
+                            device: str = "auto", show_progress: bool | None = False,
+                            progress: ProgressCallback | None = None) -> bool:
+    """Index the bundled catalogue (its product names) as ``name`` unless that collection exists; True when it
+    was built now. The studio's first start and the product demo both begin here."""
+    if db.get_collection(name) is not None:
+        return False
+    index_file(CATALOGUE_PRODUCTS, collection=name, text_column="name", id_column="id", model=model, device=device,
+               workspace=workspace, db=db, show_progress=show_progress, progress=progress)
+    return True

@@ -1,8 +1,8 @@
 """Embedders: one factory for every model kind, a shared cache, known models as data."""
 
 from core.embedders.cache import CacheStats, EmbeddingCache, shared_cache
+from core.embedders.clip import ClipEmbedder, save_clip_folder
 from core.embedders.factory import Embedder, is_clip_spec, load_embedder, resolve_spec
-from core.embedders.image import ClipEmbedder, save_clip_folder
 from core.embedders.screen import ScreenEmbedder, is_screen_spec
 from core.embedders.text import TextEmbedder
 

@@ -13,7 +13,7 @@ A spec that starts with ``clip:`` names an open_clip image–text model (``ClipE
   ``clip:ViT-B-32/openai`` (weights come from the hub, or its local cache);
 - ``clip:hf-hub:ORG/REPO`` — an open_clip model published on the hub;
 - ``clip:/path/to/folder`` — a local folder in open_clip's export layout
-  (``open_clip_config.json`` + ``open_clip_model.safetensors``, see ``core.embedders.image``).
+  (``open_clip_config.json`` + ``open_clip_model.safetensors``, see ``core.embedders.clip``).
 
 A text spec may start with a serving backend, ``onnx:``, ``onnx-int8:``, ``openvino:`` or ``openvino-int8:``
 (or pass ``backend=``): the same model run by sentence-transformers' ONNX Runtime or OpenVINO backend, exported
@@ -51,7 +51,7 @@ from core.embedders.backends import (
 )
 from core.embedders.base import Embedder
 from core.embedders.cache import EmbeddingCache, shared_cache
-from core.embedders.image import CLIP_PREFIX, CONFIG_NAME, WEIGHTS_NAMES, ClipEmbedder, read_clip_config
+from core.embedders.clip import CLIP_PREFIX, CONFIG_NAME, WEIGHTS_NAMES, ClipEmbedder, read_clip_config
 from core.embedders.registry import DEFAULT_MODEL, KnownModel, known_model
 from core.embedders.screen import is_screen_spec, load_screen_embedder
 from core.embedders.text import TextEmbedder

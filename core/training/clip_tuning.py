@@ -158,8 +158,8 @@ def save_clip_checkpoint(model: Any, base_spec: str, folder: Path) -> Path:
     """
     import open_clip
 
+    from core.embedders.clip import read_clip_config, save_clip_folder
     from core.embedders.factory import resolve_clip_spec
-    from core.embedders.image import read_clip_config, save_clip_folder
 
     clip = resolve_clip_spec(base_spec)
     if clip.kind == "path":

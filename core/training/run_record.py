@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from core.progress import CancelToken
-from core.training.progress import TrainingProgress
+from core.training.callbacks import TrainingProgress
 
 HEARTBEAT_S = 10.0
 WRITE_INTERVAL_S = 5.0

@@ -34,13 +34,13 @@ from core.evaluation import RetrievalSet, evaluate_retrieval, load_retrieval_set
 from core.progress import CancelToken
 from core.training.anchor import with_anchor
 from core.training.arguments import training_arguments
+from core.training.callbacks import CheckpointTimer, ProgressBridge, TrainingProgressCallback
 from core.training.config import TrainingConfig
 from core.training.examples import augmented_training_frame
 from core.training.gate import decide
 from core.training.losses import build_loss, choose_loss
 from core.training.measure import as_embedder as _as_embedder
 from core.training.measure import before_after, forgetting_check, overfitting_warnings
-from core.training.progress import CheckpointTimer, ProgressBridge, TrainingProgressCallback
 from core.training.recipes import apply_recipe, resolve_matryoshka_dims
 from core.training.run_record import RunRecorder, stop_on_signals
 

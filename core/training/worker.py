@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         if process is not None and process.cancel_requested:
             runs.update(args.run, status="cancelled")
             return 0
+        from core.training.callbacks import console_progress
         from core.training.config import TrainingConfig
-        from core.training.progress import console_progress
         from core.training.train import train
 
         def say(line: str) -> None:

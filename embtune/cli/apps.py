@@ -55,9 +55,9 @@ def studio_command(
     folder = context.workspace()
     database = context.database()
     if bundled_catalogue:
-        from core.data.bundled import ensure_bundled_catalogue
+        from webapp.first_start import prepare_bundled_catalogue
 
-        ensure_bundled_catalogue(folder, database, say=typer.echo, show_progress=sys.stderr.isatty())
+        prepare_bundled_catalogue(folder, database, say=typer.echo, show_progress=sys.stderr.isatty())
     app_file = Path(webapp.__file__).resolve().parent / "app.py"
     env = {**os.environ, "EMBTUNE_HOME": str(folder.root), "EMBTUNE_DB": database.url}
     typer.echo(f"embtune studio on http://{host}:{port} (workspace {folder.root}); Ctrl+C stops it")

@@ -78,7 +78,7 @@ def llm_check_setup_command(
     config_file: Annotated[Path | None, typer.Option("--config", help="BenchConfig JSON to check")] = None,
 ) -> None:
     """Python, torch, CUDA and GPU memory, the LLM libraries, 4-bit, SmolLM2, config, suite and adapters."""
-    from core.llmbench.setup_check import run_llm_checks
+    from core.llmbench.preflight import run_llm_checks
     from core.setup_check import FAIL
 
     checks = run_llm_checks(config_file)

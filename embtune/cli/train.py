@@ -89,8 +89,8 @@ def train_command(
     device: Annotated[str | None, typer.Option("--device")] = None,
 ) -> None:
     """Fine-tune an embedder; the run ends finished, not proven or rejected by its held-out gate."""
+    from core.training.callbacks import console_progress
     from core.training.config import TrainingConfig
-    from core.training.progress import console_progress
     from core.training.train import train
 
     flags = dict(locals())
