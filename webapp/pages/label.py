@@ -60,17 +60,53 @@ with st.sidebar.expander("Candidates"):
                                 key="label_second_model")
 
 # -- candidates -----------------------------------------------------------------------------------
-if query:
-    with widgets.user_errors():
-        from core.training.runs import resolve_model_spec
+# A click on a score only reruns this fragment (the page around it stays): the label is saved by the
+# button's callback, and the candidate list is computed once per query and kept while it is scored.
 
-        collection = widgets.collection(name)
+
+def _save(query: str, candidate: labelling.Candidate, score: float) -> None:
+    label_id = db.add_label(collection_name=name, query=query, item_key=candidate.item_id, item_text=candidate.text,
+                            score=float(score), annotator=annotator or "anonymous")
+    undo_stack.append(label_id)
+    st.toast(f"saved {score:g} for {candidate.item_id}")
+
+
+def _save_fine(query: str, candidate: labelling.Candidate) -> None:
+    _save(query, candidate, st.session_state[f"fine-{candidate.item_id}"])
+
+
+def _skip(query: str, candidate: labelling.Candidate) -> None:
+    st.session_state.setdefault("skipped", set()).add((query, candidate.item_id))
+
+
+def _undo() -> None:
+    if undo_stack:
+        db.delete_label(undo_stack.pop())
+
+
+def _candidates(query: str) -> list[labelling.Candidate]:
+    from core.training.runs import resolve_model_spec
+
+    collection = widgets.collection(name)
+    key = (name, query, int(k), int(uncertain), second_model, collection.info.model_fingerprint, len(collection))
+    kept = st.session_state.get("label_candidates")
+    if kept is None or kept[0] != key:
+        other = widgets.embedder(resolve_model_spec(second_model, db)) if second_model != "(none)" else None
         mine = {label.item_key: label.score for label in labels
                 if label.query == query and label.annotator == (annotator or "anonymous")}
-        other = widgets.embedder(resolve_model_spec(second_model, db)) if second_model != "(none)" else None
-        candidates = labelling.propose_candidates(collection, query, k=int(k), uncertain=int(uncertain),
-                                                  other=other, labelled=mine)
-        skipped: set[str] = st.session_state.setdefault("skipped", set())
+        kept = (key, labelling.propose_candidates(collection, query, k=int(k), uncertain=int(uncertain),
+                                                  other=other, labelled=mine))
+        st.session_state["label_candidates"] = kept
+    return kept[1]
+
+
+@st.fragment
+def candidates_panel(query: str) -> None:
+    with widgets.user_errors():
+        candidates = _candidates(query)
+        mine = {label.item_key: label.score for label in db.labels(name)
+                if label.query == query and label.annotator == (annotator or "anonymous")}
+        skipped: set[tuple[str, str]] = st.session_state.setdefault("skipped", set())
         for candidate in candidates:
             if (query, candidate.item_id) in skipped:
                 continue
@@ -81,33 +117,24 @@ if query:
                        f"{candidate.reason}"
                 if candidate.other_rank is not None:
                     note += f" (second model: rank {candidate.other_rank})"
-                if candidate.labelled is not None:
-                    note += f" · your label: {candidate.labelled:g}"
+                if candidate.item_id in mine:
+                    note += f" · your label: {mine[candidate.item_id]:g}"
                 text_col.caption(note)
                 buttons = score_col.columns(5)
-                chosen = None
                 for column, value in zip(buttons[:3], (0.0, 0.5, 1.0), strict=True):
-                    if column.button(f"{value:g}", key=f"score-{candidate.item_id}-{value}",
-                                     help=f"label {value:g}"):
-                        chosen = value
-                if buttons[3].button("Skip", key=f"skip-{candidate.item_id}"):
-                    skipped.add((query, candidate.item_id))
-                    st.rerun()
-                fine = score_col.slider("finer score", 0.0, 1.0, 0.5, 0.05, key=f"fine-{candidate.item_id}",
-                                        label_visibility="collapsed")
-                if buttons[4].button("Save", key=f"save-{candidate.item_id}", help="save the slider's score"):
-                    chosen = fine
-                if chosen is not None:
-                    label_id = db.add_label(collection_name=name, query=query, item_key=candidate.item_id,
-                                            item_text=candidate.text, score=float(chosen),
-                                            annotator=annotator or "anonymous")
-                    undo_stack.append(label_id)
-                    st.toast(f"saved {chosen:g} for {candidate.item_id}")
-                    st.rerun()
+                    column.button(f"{value:g}", key=f"score-{candidate.item_id}-{value}", help=f"label {value:g}",
+                                  on_click=_save, args=(query, candidate, value))
+                buttons[3].button("Skip", key=f"skip-{candidate.item_id}", on_click=_skip, args=(query, candidate))
+                score_col.slider("finer score", 0.0, 1.0, 0.5, 0.05, key=f"fine-{candidate.item_id}",
+                                 label_visibility="collapsed")
+                buttons[4].button("Save", key=f"save-{candidate.item_id}", help="save the slider's score",
+                                  on_click=_save_fine, args=(query, candidate))
+    if undo_stack:
+        st.button("Undo the last label", key="label_undo", on_click=_undo)
 
-if undo_stack and st.button("Undo the last label", key="label_undo"):
-    db.delete_label(undo_stack.pop())
-    st.rerun()
+
+if query:
+    candidates_panel(query)
 
 # -- histogram and agreement ----------------------------------------------------------------------
 if labels:
