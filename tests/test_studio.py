@@ -4,6 +4,7 @@ included: a message on the page, never a traceback, nothing written."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +48,17 @@ def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Workspace, D
     return workspace, Database(workspace.default_db_url)
 
 
+ITEM_NAMES = ["chimney pipe steel", "chimney pipe", "garden hose", "cordless drill", "drill bits", "paint white",
+              "paint black", "hose reel", "pipe wrench", "chimney cap"]
+
+
 @pytest.fixture()
 def populated(empty, tiny_model_dir: Path, tmp_path: Path) -> tuple[Workspace, Database]:
     from core.collection.named import index_file
 
     workspace, db = empty
     items = tmp_path / "items.csv"
-    rows = ["chimney pipe steel", "chimney pipe", "garden hose", "cordless drill", "drill bits", "paint white",
-            "paint black", "hose reel", "pipe wrench", "chimney cap"]
+    rows = ITEM_NAMES
     items.write_text("id,name,category\n" + "".join(f"P{i},{text},{text.split()[0]}\n" for i, text in
                                                     enumerate(rows)), encoding="utf-8")
     index_file(items, collection="shop", text_column="name", id_column="id", model=str(tiny_model_dir),
@@ -368,6 +372,9 @@ def test_compare_page_shows_a_saved_evaluation_of_two_different_models(populated
     assert metrics.loc["default", "ndcg@10"] > metrics.loc["minilm", "ndcg@10"]
     comparison = next(f for f in frames if "verdict" in f.columns)
     assert set(comparison.loc[comparison["metric"] == "ndcg@10", "verdict"]) == {"better"}
+    specs = [json.loads(chart.proto.spec) for chart in test.get("vega_lite_chart")]
+    [by_model] = [spec for spec in specs if "NDCG@10 at 384 dimensions" in json.dumps(spec)]
+    assert "bar" in json.dumps(by_model["mark"])  # one dimension: bars per model, not a one-point line
 
 
 def test_compare_page_evaluates_models_from_the_page(populated, tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -418,7 +425,11 @@ def test_map_places_a_query_and_opens_from_cache_the_second_time(populated) -> N
     no_traceback(test)
     captions = texts(test.caption)
     assert any(c.startswith("from cache") for c in captions)
-    assert any(c.startswith("Nearest neighbours of the query: P") for c in captions)
+    [neighbours] = [c for c in captions if c.startswith("Nearest neighbours of the query: ")]
+    named = re.findall(r"([a-z ]+) \((-?\d\.\d\d)\)", neighbours.split(": ", 1)[1])
+    assert len(named) == 5 and all(name.strip() in ITEM_NAMES for name, _score in named)  # names, not ids
+    assert test.selectbox(key="map_colour").value == "category"  # the catalogue's own grouping by default
+    assert not any("sample" in c for c in captions)  # 10 items: nothing was sampled
 
 
 def test_map_shows_base_and_a_finished_run_side_by_side(populated, tiny_model_dir_48: Path) -> None:

@@ -59,10 +59,16 @@ if reports:
     st.dataframe(wide.sort_values(["model", "dim"], ascending=[True, False]), hide_index=True,
                  width="stretch")
     ndcg = metrics[metrics["metric"] == "ndcg@10"]
-    st.altair_chart(alt.Chart(ndcg).mark_line(point=True).encode(
-        x=alt.X("dim:Q", title="dimension"), y=alt.Y("value:Q", title="NDCG@10", scale=alt.Scale(zero=False)),
-        color="model:N", tooltip=["model", "dim", alt.Tooltip("value:Q", format=".4f")]).properties(
-        title="NDCG@10 against dimension"), width="stretch")
+    tooltip = ["model", "dim", alt.Tooltip("value:Q", format=".4f")]
+    if ndcg["dim"].nunique() > 1:
+        st.altair_chart(alt.Chart(ndcg).mark_line(point=True).encode(
+            x=alt.X("dim:Q", title="dimension", axis=alt.Axis(format="d")),
+            y=alt.Y("value:Q", title="NDCG@10", scale=alt.Scale(zero=False)), color="model:N",
+            tooltip=tooltip).properties(title="NDCG@10 against dimension"), width="stretch")
+    else:  # one dimension: one bar per model, not one point per line
+        st.altair_chart(alt.Chart(ndcg).mark_bar().encode(
+            x=alt.X("model:N", title=None, sort=None), y=alt.Y("value:Q", title="NDCG@10"), color="model:N",
+            tooltip=tooltip).properties(title=f"NDCG@10 at {int(ndcg['dim'].iloc[0])} dimensions"), width="stretch")
     for key, comparisons in report["comparisons"].items():
         st.subheader(key)
         frame = pd.DataFrame(comparisons)

@@ -21,7 +21,6 @@ left, middle, right = st.columns(3)
 method = left.selectbox("Projection", list(METHODS), format_func=str.upper, key="map_method")
 second = middle.selectbox("Side by side with", ["(nothing)", *widgets.model_choices(name)], key="map_second")
 query = right.text_input("Place a query", key="map_query").strip()
-st.caption(f"Above {MAX_MAP_POINTS:,} items a seeded random sample of {MAX_MAP_POINTS:,} is mapped; the map says so.")
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -78,7 +77,11 @@ with widgets.user_errors():
     if second != "(nothing)":
         panels.append((second, widgets.embedder(resolve_model_spec(second, db))))
     fields = sorted({key for item_id in collection.ids[:1000] for key in collection.item(item_id)["metadata"]})
-    colour = st.selectbox("Colour by", ["(none)", *fields], key="map_colour") if fields else "(none)"
+    if len(collection) > MAX_MAP_POINTS:
+        st.caption(f"{len(collection):,} items: a seeded random sample of {MAX_MAP_POINTS:,} is mapped.")
+    choices = ["(none)", *fields]
+    default = choices.index("category") if "category" in choices else 0  # a catalogue's own grouping
+    colour = st.selectbox("Colour by", choices, index=default, key="map_colour") if fields else "(none)"
     colour = None if colour == "(none)" else colour
     columns = st.columns(len(panels))
     for (label, other), column in zip(panels, columns, strict=True):
@@ -100,8 +103,8 @@ with widgets.user_errors():
             selected = _chart(_frame(table, placement), title, colour, placement, key=f"map-{label}")
             if placement is not None:
                 st.caption("Nearest neighbours of the query: " + ", ".join(
-                    f"{item} ({score:.2f})" for item, score in zip(placement.neighbour_ids[:5], placement.scores[:5],
-                                                                   strict=True)))
+                    f"{collection.item(item)['text'] or item} ({score:.2f})"
+                    for item, score in zip(placement.neighbour_ids[:5], placement.scores[:5], strict=True)))
             if selected:
                 st.caption(f"{len(selected)} selected")
                 st.dataframe(pd.DataFrame(selected), hide_index=True, width="stretch")
