@@ -178,3 +178,18 @@ def loss_dataset(frame: pd.DataFrame, loss: str, data_format: str, relevance_thr
         scores = (scores >= relevance_threshold).astype(float)
     return datasets.Dataset.from_dict({"sentence1": frame["anchor"].tolist(), "sentence2": frame["positive"].tolist(),
                                        "score": scores.tolist()})
+
+
+def source_version(data: str) -> tuple[int, int, int] | None:
+    """(files, bytes, newest change) of a training file or dataset folder — what a UI keys its cache of the
+    read data on; None for labels in storage (they change with every click on the Label page, and reading
+    them is a query) and for paths that do not exist."""
+    if data.startswith("labels:"):
+        return None
+    if data.startswith("bundled:"):
+        return 0, 0, 0
+    path = Path(data).expanduser()
+    if not path.exists():
+        return None
+    stats = [f.stat() for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file()]
+    return len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)

@@ -71,6 +71,21 @@ def top_changes(results: dict[str, Any], adapter: str, n: int = 5) -> tuple[list
     return [pair for pair in reversed(deltas[-n:]) if pair[0] > 0], [pair for pair in deltas[:n] if pair[0] < 0]
 
 
+def category_rows(results: dict[str, Any], metric: str = "domain_relevance") -> list[dict[str, Any]]:
+    """Per category: the base's score, and each adapter's with its 95 % interval (base + the paired Δ interval)
+    — the rows a chart of bars with error bars draws."""
+    rows = []
+    for category, stats in results["by_category"].items():
+        base = stats["base"]["averages"].get(metric, 0.0)
+        rows.append({"category": category, "variant": "base", "value": base, "low": None, "high": None})
+        for adapter in results["metadata"]["adapters"]:
+            delta = stats[adapter].get("vs_base", {}).get(metric, {})
+            rows.append({"category": category, "variant": adapter, "value": stats[adapter]["averages"].get(metric, 0.0),
+                         "low": base + delta["ci_low"] if delta else None,
+                         "high": base + delta["ci_high"] if delta else None})
+    return rows
+
+
 def recommendation(results: dict[str, Any], adapter: str) -> str:
     stats = results["statistics"]
     base = stats["base"]["averages"].get("domain_relevance", 0.0)

@@ -125,21 +125,11 @@ st.header("LLM bench")
 llm_path = st.text_input("Results JSON of `embtune llm bench`", key="compare_llm_path").strip()
 if llm_path:
     with widgets.user_errors():
-        from core.llmbench.report import load_results, recommendation, top_changes
+        from core.llmbench.report import category_rows, load_results, recommendation, top_changes
 
         results = load_results(Path(llm_path).expanduser())
         adapters = list(results["metadata"]["adapters"])
-        rows = []
-        for category, stats in results["by_category"].items():
-            rows.append({"category": category, "variant": "base",
-                         "value": stats["base"]["averages"].get("domain_relevance", 0.0), "low": None, "high": None})
-            for adapter in adapters:
-                d = stats[adapter].get("vs_base", {}).get("domain_relevance", {})
-                value = stats[adapter]["averages"].get("domain_relevance", 0.0)
-                base = stats["base"]["averages"].get("domain_relevance", 0.0)
-                rows.append({"category": category, "variant": adapter, "value": value,
-                             "low": base + d["ci_low"] if d else None, "high": base + d["ci_high"] if d else None})
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame(category_rows(results))
         base = alt.Chart(frame)
         bars = base.mark_bar().encode(x=alt.X("variant:N", title=None), y=alt.Y(
             "value:Q", title="domain relevance"), color="variant:N", tooltip=["category", "variant", "value"])

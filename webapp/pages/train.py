@@ -4,12 +4,12 @@ follow it live (only the progress area refreshes), cancel it, and read the gate'
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core.data import training_data
 from core.training import launcher
 from core.training.config import TrainingConfig
 from core.training.runs import ACTIVE_STATES, gate_of, refresh_runs, run_duration_s, run_summary
@@ -55,20 +55,6 @@ else:
     collection = "catalogue" if "catalogue" in names else None
 
 
-def source_version(data: str) -> tuple[int, int, int] | None:
-    """(files, bytes, newest change) of a training file or dataset folder; None for labels in storage (they
-    change with every click on the Label page, and reading them is a query) and for paths that do not exist."""
-    if data.startswith("labels:"):
-        return None
-    if data.startswith("bundled:"):
-        return 0, 0, 0
-    path = Path(data).expanduser()
-    if not path.exists():
-        return None
-    stats = [f.stat() for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file()]
-    return len(stats), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
-
-
 @st.cache_data(max_entries=16, show_spinner="Reading the training data…")
 def inspect_training_file(data: str, version: tuple[int, int, int]) -> dict:
     """Read and checked once per version of the file: every widget change reruns this page, and a file of a
@@ -79,7 +65,7 @@ def inspect_training_file(data: str, version: tuple[int, int, int]) -> dict:
 found = None
 if data:
     with widgets.user_errors():
-        version = source_version(data)
+        version = training_data.source_version(data)
         found = (launcher.inspect_training_data(data, db=db) if version is None
                  else inspect_training_file(data, version))
         st.caption(f"{found['rows']} usable rows of {found['data_format']} data · "
