@@ -33,7 +33,8 @@ def pairs_file(folder: Path, n: int = 48) -> Path:
 def config(tmp_path: Path, model: Path, **overrides) -> TrainingConfig:
     values = {"data": str(pairs_file(tmp_path)), "output_dir": str(tmp_path / "out"), "model": str(model),
               "epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "max_seq_length": 32,
-              "forgetting_check": False, "device": "cpu", "augment_typos": 0, "matryoshka_dims": []}
+              "forgetting_check": False, "device": "cpu", "augment_typos": 0, "matryoshka_dims": [],
+              "similarity_anchor": 0}
     values.update(overrides)
     return TrainingConfig(**values)
 
@@ -333,11 +334,31 @@ def test_unset_values_come_from_the_formats_recipe_and_the_models_own_scale() ->
     from core.training.recipes import apply_recipe
 
     default = apply_recipe(TrainingConfig(data="d", output_dir="o"), "scored")
-    assert (default.loss, default.epochs, default.learning_rate, default.batch_size, default.augment_typos) == \
-        ("mnrl", 1.0, 5e-5, 32, 1)  # in-batch negatives for scored pairs, not CoSENT
+    assert (default.loss, default.epochs, default.learning_rate, default.batch_size, default.augment_typos,
+            default.similarity_anchor) == ("mnrl", 1.0, 5e-5, 32, 0, 1000.0)  # in-batch negatives, not CoSENT
     assert default.loss_scale == 100.0  # e5 was trained at temperature 0.01
     assert apply_recipe(TrainingConfig(data="d", output_dir="o", model="minilm"), "pairs").loss_scale == 20.0
     assert apply_recipe(TrainingConfig(data="d", output_dir="o", model="/some/folder"), "pairs").loss_scale is None
     mine = apply_recipe(TrainingConfig(data="d", output_dir="o", epochs=3, loss="cosent", loss_scale=30), "scored")
     assert (mine.loss, mine.epochs, mine.loss_scale, mine.augment_typos) == ("cosent", 3, 30, 0)  # given values stay
     assert apply_recipe(TrainingConfig(data="d", output_dir="o"), "classes").loss == "batch_all_triplet"
+
+
+def test_the_similarity_anchor_keeps_the_base_models_cosines_between_corpus_items(tmp_path: Path,
+                                                                                  tiny_model_dir: Path) -> None:
+    """Two runs on the same pairs at a high learning rate, one with the anchor: the anchored model's cosines
+    between the corpus items stay nearer the base model's (what protects search outside the domain)."""
+    pairs = pairs_file(tmp_path)
+    items = sorted({row.split(",")[1] for row in pairs.read_text(encoding="utf-8").splitlines()[1:]})
+
+    def cosine_drift(model_dir: Path) -> float:
+        base = load_embedder(str(tiny_model_dir), device="cpu", cache=False).encode_document(items)
+        tuned = load_embedder(str(model_dir), device="cpu", cache=False).encode_document(items)
+        return float(np.abs(tuned @ tuned.T - base @ base.T).mean())
+
+    free = train(config(tmp_path, tiny_model_dir, output_dir=str(tmp_path / "free"), learning_rate=3e-3, epochs=2),
+                 show_progress=False)
+    anchored = train(config(tmp_path, tiny_model_dir, output_dir=str(tmp_path / "anchored"), learning_rate=3e-3,
+                            epochs=2, similarity_anchor=1000), show_progress=False)
+    assert anchored.global_steps > free.global_steps  # the anchor's own batches ran beside the pairs
+    assert cosine_drift(Path(anchored.output_dir)) < 0.5 * cosine_drift(Path(free.output_dir))

@@ -20,13 +20,21 @@ NEAREST = 3
 """Neighbours per item whose base cosine is kept (the close pairs a ranking depends on)."""
 RANDOM = 2
 """Random partners per item (the layout at large)."""
+MIN_ANCHOR_ROWS = 5_000
+"""Anchor rows always allowed, however few domain rows a run has."""
 
 
-def anchor_dataset(model: Any, texts: Sequence[str], *, seed: int = 0, batch_size: int = 64) -> Any:
-    """Pairs of corpus items with the base model's cosine as label (columns ``item_a``, ``item_b``, ``score``)."""
+def anchor_dataset(model: Any, texts: Sequence[str], *, seed: int = 0, batch_size: int = 64,
+                   max_pairs: int | None = None) -> Any:
+    """Pairs of corpus items with the base model's cosine as label (columns ``item_a``, ``item_b``, ``score``);
+    with ``max_pairs``, a seeded sample of the items, so the anchor adds at most that many rows."""
     import datasets
 
     unique = list(dict.fromkeys(t for t in texts if t and t.strip()))
+    if max_pairs is not None and len(unique) * (NEAREST + RANDOM) > max_pairs:
+        size = min(len(unique), max(NEAREST + 2, max_pairs // (NEAREST + RANDOM)))
+        keep = np.random.default_rng(seed).choice(len(unique), size=size, replace=False)
+        unique = [unique[i] for i in sorted(keep)]
     if len(unique) < NEAREST + 2:
         return None
     prompt = (getattr(model, "prompts", None) or {}).get("document") or None
@@ -74,7 +82,10 @@ def with_anchor(model: Any, dataset: Any, loss: Any, prompts: dict[str, str], te
                 weight: float, seed: int) -> tuple[Any, Any, dict[str, str]]:
     """The trainer's datasets, losses and prompts with the anchor beside the domain loss (unchanged when
     the weight is 0 or the corpus is too small to pair)."""
-    anchor = anchor_dataset(model, texts, seed=seed) if weight > 0 else None
+    # A large corpus is sampled down to as many anchor rows as domain rows (the anchor at most doubles a run's
+    # steps); a catalogue-sized one (≤ MIN_ANCHOR_ROWS rows) is anchored whole.
+    limit = max(len(dataset), MIN_ANCHOR_ROWS)
+    anchor = anchor_dataset(model, texts, seed=seed, max_pairs=limit) if weight > 0 else None
     if anchor is None:
         return dataset, loss, prompts
     return ({"domain": dataset, "anchor": anchor}, {"domain": loss, "anchor": anchor_loss(model, weight)},
