@@ -37,6 +37,7 @@ OLD_DEFAULT = ["--loss", "cosent", "--epochs", "1", "--lr", "2e-5", "--batch-siz
 MNRL = ["--loss", "mnrl", "--batch-size", "32", "--matryoshka-dims", "384,256,128,64"]
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # name: (format, flags)
+    "catalogue-recipe (no flags: the studio's defaults)": ("scored", [*CATALOGUE]),
     "catalogue-cosent-1ep (old studio default)": ("scored", [*CATALOGUE, *OLD_DEFAULT]),
     "catalogue-mnrl-1ep-5e-5": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "5e-5", "--augment-typos", "1"]),
     "catalogue-mnrl-2ep-5e-5": ("scored", [*CATALOGUE, *MNRL, "--epochs", "2", "--lr", "5e-5", "--augment-typos", "1"]),
