@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -165,10 +166,12 @@ def test_cli_train_then_eval_compares_base_and_run(run_cli, tmp_path: Path, tiny
     data = pairs_file(tmp_path)
     result = run_cli("train", "--data", str(data), "--output-dir", str(tmp_path / "model"), "--model",
                      str(tiny_model_dir), "--epochs", "1", "--batch-size", "8", "--run-name", "cli-run",
-                     "--matryoshka-dims", "32,16", "--device", "cpu", "--no-forgetting-check", "--accept-worse")
+                     "--matryoshka-dims", "32,16", "--device", "cpu", "--no-forgetting-check", "--accept-worse",
+                     "--similarity-anchor", "0")
     assert result.code == 0, result.err
     assert "before → after on the test split" in result.out and "| 16 |" in result.out
-    assert "step 9/9" in result.err  # a line per step when the output is not a terminal
+    steps = int(re.search(r"(\d+) steps", result.out).group(1))
+    assert f"step {steps}/{steps}" in result.err  # a line per step when the output is not a terminal
     eval_data = write_csv(tmp_path / "eval.csv", [["query", "item", "score"]] +
                           [[f"{w} {i}", f"{w} item {i}", "1"] for i, w in enumerate(WORDS * 2)])
     report = tmp_path / "report.json"
