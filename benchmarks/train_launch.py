@@ -4,8 +4,8 @@ The page shows the run's stored progress (it refreshes every 2 s); what it can s
 step the worker records. This launches the studio's default recipe on the bundled catalogue the way
 the page does (``core.training.launcher.launch_training``), once with a freshly started worker process
 and once handed to a standby worker prepared beforehand (the page prepares one when it opens), and
-prints, per launch, the seconds until each phase and until step 1 is in the database. Both runs are
-cancelled after their first steps.
+prints, per launch, the seconds until each phase and until step 1 is in the database. Each run is
+cancelled after its first step and has ended (checkpoint written) before the next launch.
 
     .venv/bin/python benchmarks/train_launch.py [--model default] [--rounds 2]
 """
@@ -55,6 +55,8 @@ def first_step_seconds(db: Database, workspace: Workspace, model: str, name: str
             raise SystemExit(f"run {name} ended {run.status}: {run.error}")
         time.sleep(0.1)
     launcher.cancel_training(name, db)
+    while RunStore(db).get(name).status in ("queued", "running"):  # its checkpoint is written before the next
+        time.sleep(0.5)
     return seen
 
 

@@ -67,9 +67,11 @@ def test_a_standby_worker_takes_the_next_launch_and_a_new_one_waits_for_the_one_
     standby = launcher._standbys[(db.url, str(workspace.root), launcher.sys.executable)]
     name = launcher.launch_training(_config(workspace, data, tiny_model_dir, "warm"), db=db, workspace=workspace)
     assert RunStore(db).process(name).pid == standby.process.pid  # the prepared process runs it
+    assert (db.url, str(workspace.root), launcher.sys.executable) not in launcher._standbys
+    run = _wait(db, name, (*COMPLETED, "failed"))
+    launcher.prepare_worker(db=db, workspace=workspace)  # the page's next run prepares the next one
     replacement = launcher._standbys[(db.url, str(workspace.root), launcher.sys.executable)]
     assert replacement.process.pid != standby.process.pid and replacement.alive()
-    run = _wait(db, name, (*COMPLETED, "failed"))
     assert run.status in COMPLETED, run.error
     assert "warm: " in Path(RunStore(db).process(name).log_path).read_text(encoding="utf-8")  # its log is the run's
     replacement.process.stdin.close()  # what the studio's exit does: the waiting standby leaves quietly

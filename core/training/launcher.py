@@ -85,8 +85,9 @@ def launch_training(config: TrainingConfig, *, db: Any, workspace: Any, python: 
     standby = _take_standby(db, workspace, python, env)
     try:
         if standby is not None:
+            # The next standby is prepared on the page's next run, not now: its imports would take the CPU this
+            # run needs for its first steps.
             pid = standby.hand_over(name, log_path)
-            prepare_worker(db=db, workspace=workspace, python=python, env=env)  # the next click's
         else:
             with open(log_path, "ab") as log:
                 pid = subprocess.Popen(
