@@ -365,3 +365,24 @@ def test_the_similarity_anchor_keeps_the_base_models_cosines_between_corpus_item
                             epochs=2, similarity_anchor=1000), show_progress=False)
     assert anchored.global_steps > free.global_steps  # the anchor's own batches ran beside the pairs
     assert cosine_drift(Path(anchored.output_dir)) < 0.5 * cosine_drift(Path(free.output_dir))
+
+
+def test_the_anchor_reads_the_base_vectors_of_a_collection_indexed_with_the_same_model(
+        tmp_path: Path, tiny_model_dir: Path, tiny_model_dir_48: Path) -> None:
+    from core.collection.named import index_file
+    from core.training.anchor import anchor_dataset, stored_vectors
+    from storage.workspace import Workspace
+
+    workspace = Workspace.open(tmp_path / "ws")
+    db = Database(workspace.db_url())
+    texts = [f"{a} {b} item {i}" for i, (a, b) in enumerate(zip(WORDS, WORDS[1:] + WORDS[:1], strict=True))]
+    table = write_csv(tmp_path / "items.csv", [["id", "text"], *[[str(i), t] for i, t in enumerate(texts)]])
+    index_file(table, collection="shop", text_column="text", id_column="id", model=str(tiny_model_dir), device="cpu",
+               workspace=workspace, db=db, show_progress=False)
+    same = load_embedder(str(tiny_model_dir), device="cpu", cache=False).model
+    known = stored_vectors("shop", db, same)
+    assert set(known) == set(texts)
+    read, encoded = anchor_dataset(same, texts, known=known), anchor_dataset(same, texts)
+    np.testing.assert_allclose(read["score"], encoded["score"], atol=1e-5)  # the same labels, nothing embedded
+    other = load_embedder(str(tiny_model_dir_48), device="cpu", cache=False).model
+    assert stored_vectors("shop", db, other) == {}  # another model's vectors are never used

@@ -24,8 +24,26 @@ MIN_ANCHOR_ROWS = 5_000
 """Anchor rows always allowed, however few domain rows a run has."""
 
 
+def stored_vectors(collection: str | None, db: Any, model: Any) -> dict[str, np.ndarray]:
+    """Text → vector of the collection a run trains for, when that collection was embedded by this very model
+    (same weights fingerprint): the anchor then reads the base vectors instead of embedding the corpus again
+    (seconds of a run's start, e.g. on the studio's bundled catalogue). Empty when it cannot tell."""
+    from core.collection import Collection
+    from core.embedders.text import weights_fingerprint
+
+    record = db.get_collection(collection) if collection and db is not None else None
+    if record is None or record.model_fingerprint != weights_fingerprint(model):
+        return {}
+    try:
+        stored = Collection.load(record.path)
+    except Exception:  # a moved or broken folder: embed as usual
+        return {}
+    return {stored.item(item_id)["text"]: vector for item_id, vector in zip(stored.ids, stored.vectors, strict=True)
+            if stored.item(item_id)["text"]}
+
+
 def anchor_dataset(model: Any, texts: Sequence[str], *, seed: int = 0, batch_size: int = 64,
-                   max_pairs: int | None = None) -> Any:
+                   max_pairs: int | None = None, known: dict[str, np.ndarray] | None = None) -> Any:
     """Pairs of corpus items with the base model's cosine as label (columns ``item_a``, ``item_b``, ``score``);
     with ``max_pairs``, a seeded sample of the items, so the anchor adds at most that many rows."""
     import datasets
@@ -37,9 +55,12 @@ def anchor_dataset(model: Any, texts: Sequence[str], *, seed: int = 0, batch_siz
         unique = [unique[i] for i in sorted(keep)]
     if len(unique) < NEAREST + 2:
         return None
-    prompt = (getattr(model, "prompts", None) or {}).get("document") or None
-    vectors = np.asarray(model.encode(unique, prompt=prompt, batch_size=batch_size, normalize_embeddings=True,
-                                      convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
+    if known and all(text in known for text in unique):
+        vectors = np.stack([known[text] for text in unique]).astype(np.float32)
+    else:
+        prompt = (getattr(model, "prompts", None) or {}).get("document") or None
+        vectors = np.asarray(model.encode(unique, prompt=prompt, batch_size=batch_size, normalize_embeddings=True,
+                                          convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
     cosines = vectors @ vectors.T
     np.fill_diagonal(cosines, -np.inf)
     nearest = np.argsort(-cosines, axis=1)[:, :NEAREST]
@@ -78,14 +99,14 @@ def anchor_prompts(model: Any) -> dict[str, str]:
     return {"item_a": prompt, "item_b": prompt} if prompt else {}
 
 
-def with_anchor(model: Any, dataset: Any, loss: Any, prompts: dict[str, str], texts: Sequence[str], *,
-                weight: float, seed: int) -> tuple[Any, Any, dict[str, str]]:
+def with_anchor(model: Any, dataset: Any, loss: Any, prompts: dict[str, str], texts: Sequence[str], *, weight: float,
+                seed: int, known: dict[str, np.ndarray] | None = None) -> tuple[Any, Any, dict[str, str]]:
     """The trainer's datasets, losses and prompts with the anchor beside the domain loss (unchanged when
     the weight is 0 or the corpus is too small to pair)."""
     # A large corpus is sampled down to as many anchor rows as domain rows (the anchor at most doubles a run's
     # steps); a catalogue-sized one (≤ MIN_ANCHOR_ROWS rows) is anchored whole.
     limit = max(len(dataset), MIN_ANCHOR_ROWS)
-    anchor = anchor_dataset(model, texts, seed=seed, max_pairs=limit) if weight > 0 else None
+    anchor = anchor_dataset(model, texts, seed=seed, max_pairs=limit, known=known) if weight > 0 else None
     if anchor is None:
         return dataset, loss, prompts
     return ({"domain": dataset, "anchor": anchor}, {"domain": loss, "anchor": anchor_loss(model, weight)},

@@ -32,7 +32,7 @@ from core.device import resolve_device
 from core.errors import EmbtuneError
 from core.evaluation import RetrievalSet, evaluate_retrieval, load_retrieval_set, metric_name
 from core.progress import CancelToken
-from core.training.anchor import with_anchor
+from core.training.anchor import stored_vectors, with_anchor
 from core.training.arguments import training_arguments
 from core.training.callbacks import CheckpointTimer, ProgressBridge, TrainingProgressCallback
 from core.training.config import TrainingConfig
@@ -182,7 +182,8 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
     prompts = column_prompts(getattr(model, "prompts", None), train_dataset.column_names)
     if retrieval and config.similarity_anchor:
         train_dataset, loss, prompts = with_anchor(model, train_dataset, loss, prompts, list(data.corpus.values()),
-                                                   weight=config.similarity_anchor, seed=config.seed)
+                                                   weight=config.similarity_anchor, seed=config.seed,
+                                                   known=stored_vectors(config.collection, runs and runs.db, model))
     args.prompts = prompts or None
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset, loss=loss, evaluator=evaluator,
