@@ -55,13 +55,19 @@ def migrate(engine: Engine) -> None:
     Processes opening the same database at once (torchrun ranks, the studio and its training workers)
     take turns: a lock file beside a SQLite file, an advisory lock on PostgreSQL.
     """
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config = alembic_config()
     with _migration_lock(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def alembic_config() -> AlembicConfig:
+    """Alembic's configuration for ``storage/migrations`` (no alembic.ini: the folder is all it needs)."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
 
 
 def _migration_lock(engine: Engine) -> AbstractContextManager[Any]:

@@ -137,10 +137,9 @@ def test_a_first_release_database_opens_upgraded_with_its_rows(tmp_path: Path) -
     reaches the newest revision; the rows are read back through today's code."""
     import sqlite3
 
-    from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from storage.db import MIGRATIONS_DIR
+    from storage.db import alembic_config
     from storage.runs import RunStore
 
     path = tmp_path / "embtune.db"
@@ -158,7 +157,7 @@ def test_a_first_release_database_opens_upgraded_with_its_rows(tmp_path: Path) -
         "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     db = Database(f"sqlite:///{path}")
-    head = ScriptDirectory.from_config(_alembic_config(Config, MIGRATIONS_DIR)).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with db.engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head
     assert db.get_collection("catalogue").model_spec == "minilm"
@@ -180,9 +179,3 @@ def test_the_migrations_build_exactly_the_tables_the_code_declares(tmp_path: Pat
     with db.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
-
-
-def _alembic_config(config_class: type, folder: Path) -> object:
-    config = config_class()
-    config.set_main_option("script_location", str(folder))
-    return config

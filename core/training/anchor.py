@@ -38,8 +38,8 @@ def stored_vectors(collection: str | None, db: Any, model: Any) -> dict[str, np.
         stored = Collection.load(record.path)
     except Exception:  # a moved or broken folder: embed as usual
         return {}
-    return {stored.item(item_id)["text"]: vector for item_id, vector in zip(stored.ids, stored.vectors, strict=True)
-            if stored.item(item_id)["text"]}
+    texts = [stored.item(item_id)["text"] for item_id in stored.ids]
+    return {text: vector for text, vector in zip(texts, stored.vectors, strict=True) if text}
 
 
 def anchor_dataset(model: Any, texts: Sequence[str], *, seed: int = 0, batch_size: int = 64,
@@ -58,9 +58,9 @@ def anchor_dataset(model: Any, texts: Sequence[str], *, seed: int = 0, batch_siz
     if known and all(text in known for text in unique):
         vectors = np.stack([known[text] for text in unique]).astype(np.float32)
     else:
-        prompt = (getattr(model, "prompts", None) or {}).get("document") or None
-        vectors = np.asarray(model.encode(unique, prompt=prompt, batch_size=batch_size, normalize_embeddings=True,
-                                          convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
+        vectors = np.asarray(model.encode(unique, prompt=_document_prompt(model) or None, batch_size=batch_size,
+                                          normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False),
+                             dtype=np.float32)
     cosines = vectors @ vectors.T
     np.fill_diagonal(cosines, -np.inf)
     nearest = np.argsort(-cosines, axis=1)[:, :NEAREST]
@@ -95,8 +95,12 @@ def anchor_loss(model: Any, weight: float) -> Any:
 
 def anchor_prompts(model: Any) -> dict[str, str]:
     """Both columns are corpus items: the model's document prompt, as indexing applies it."""
-    prompt = (getattr(model, "prompts", None) or {}).get("document", "")
+    prompt = _document_prompt(model)
     return {"item_a": prompt, "item_b": prompt} if prompt else {}
+
+
+def _document_prompt(model: Any) -> str:
+    return (getattr(model, "prompts", None) or {}).get("document") or ""
 
 
 def with_anchor(model: Any, dataset: Any, loss: Any, prompts: dict[str, str], texts: Sequence[str], *, weight: float,

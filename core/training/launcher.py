@@ -89,11 +89,7 @@ def launch_training(config: TrainingConfig, *, db: Any, workspace: Any, python: 
             # run needs for its first steps.
             pid = standby.hand_over(name, log_path)
         else:
-            with open(log_path, "ab") as log:
-                pid = subprocess.Popen(
-                    [python or sys.executable, "-m", "core.training.worker", "--db", db.url, "--run", name],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                    cwd=str(Path.cwd()), env=_worker_env(workspace, env)).pid
+            pid = _start_worker(["--run", name], db.url, workspace, python, env, log_path, subprocess.DEVNULL).pid
     except OSError as exc:
         runs.delete(name)
         raise EmbtuneError(f"could not start the training process: {exc}") from exc
@@ -110,13 +106,8 @@ class StandbyWorker:
     def __init__(self, db_url: str, workspace: Any, python: str | None, env: dict[str, str] | None) -> None:
         import secrets
 
-        self.key = (db_url, str(workspace.root), python or sys.executable)
         self.log_path = workspace.runs_dir / f".standby-{secrets.token_hex(4)}.log"
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [python or sys.executable, "-m", "core.training.worker", "--db", db_url, "--standby"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, start_new_session=True,
-                cwd=str(Path.cwd()), env=_worker_env(workspace, env))
+        self.process = _start_worker(["--standby"], db_url, workspace, python, env, self.log_path, subprocess.PIPE)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -141,7 +132,7 @@ def standby_enabled() -> bool:
 def prepare_worker(*, db: Any, workspace: Any, python: str | None = None, env: dict[str, str] | None = None) -> None:
     """Keep one standby worker ready for ``launch_training`` in this process (the studio calls this when the
     Train page opens); cheap when one is ready."""
-    key = (db.url, str(workspace.root), python or sys.executable)
+    key = _standby_key(db, workspace, python)
     with _standby_lock:
         current = _standbys.get(key)
         if current is None or not current.alive():
@@ -150,12 +141,23 @@ def prepare_worker(*, db: Any, workspace: Any, python: str | None = None, env: d
 
 def _take_standby(db: Any, workspace: Any, python: str | None, env: dict[str, str] | None) -> StandbyWorker | None:
     with _standby_lock:
-        standby = _standbys.pop((db.url, str(workspace.root), python or sys.executable), None)
+        standby = _standbys.pop(_standby_key(db, workspace, python), None)
     return standby if standby is not None and standby.alive() else None
 
 
-def _worker_env(workspace: Any, env: dict[str, str] | None) -> dict[str, str]:
-    return {**os.environ, **(env or {}), "EMBTUNE_HOME": str(workspace.root)}
+def _standby_key(db: Any, workspace: Any, python: str | None) -> tuple[str, str, str]:
+    return db.url, str(workspace.root), python or sys.executable
+
+
+def _start_worker(args: list[str], db_url: str, workspace: Any, python: str | None, env: dict[str, str] | None,
+                  log_path: Path, stdin: int) -> subprocess.Popen:
+    """``python -m core.training.worker`` in a session of its own (a studio restart does not end it), its
+    output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [python or sys.executable, "-m", "core.training.worker", "--db", db_url, *args],
+            stdout=log, stderr=subprocess.STDOUT, stdin=stdin, start_new_session=True, cwd=str(Path.cwd()),
+            env={**os.environ, **(env or {}), "EMBTUNE_HOME": str(workspace.root)})
 
 
 def cancel_training(name: str, db: Any) -> None:

@@ -84,7 +84,7 @@ def _undo() -> None:
         db.delete_label(undo_stack.pop())
 
 
-def _candidates(query: str) -> list[labelling.Candidate]:
+def _candidates(query: str, mine: dict[str, float]) -> list[labelling.Candidate]:
     from core.training.runs import resolve_model_spec
 
     collection = widgets.collection(name)
@@ -92,8 +92,6 @@ def _candidates(query: str) -> list[labelling.Candidate]:
     kept = st.session_state.get("label_candidates")
     if kept is None or kept[0] != key:
         other = widgets.embedder(resolve_model_spec(second_model, db)) if second_model != "(none)" else None
-        mine = {label.item_key: label.score for label in labels
-                if label.query == query and label.annotator == (annotator or "anonymous")}
         kept = (key, labelling.propose_candidates(collection, query, k=int(k), uncertain=int(uncertain),
                                                   other=other, labelled=mine))
         st.session_state["label_candidates"] = kept
@@ -103,9 +101,9 @@ def _candidates(query: str) -> list[labelling.Candidate]:
 @st.fragment
 def candidates_panel(query: str) -> None:
     with widgets.user_errors():
-        candidates = _candidates(query)
         mine = {label.item_key: label.score for label in db.labels(name)
                 if label.query == query and label.annotator == (annotator or "anonymous")}
+        candidates = _candidates(query, mine)
         skipped: set[tuple[str, str]] = st.session_state.setdefault("skipped", set())
         for candidate in candidates:
             if (query, candidate.item_id) in skipped:
