@@ -22,6 +22,11 @@ Run from the repository root::
     .venv/bin/python benchmarks/search.py                                   # 10k and 100k synthetic
     .venv/bin/python benchmarks/search.py --sizes 10000,100000 --real 20000
     .venv/bin/python benchmarks/search.py --sizes 1000000 --kinds hnsw,auto --sweep
+    .venv/bin/python benchmarks/search.py --sizes 200000,1000000 --kinds auto --baseline 64 --rounds 1
+
+``--baseline EF`` adds, per dataset, embtune's ``auto`` against plain faiss ``HNSW32`` (float vectors in the
+graph, efSearch EF) built on the same vectors: single-query p50, recall, build time and bytes per item, as
+a ratio, and — with two or more sizes — a 10M projection from the measured per-item costs.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import csv
 import gc
 import hashlib
+import math
 import os
 import re
 import statistics
@@ -369,6 +375,85 @@ def sweep(title: str, indexes: dict[str, faiss.Index], queries: np.ndarray, trut
         setattr(target, name, original)
 
 
+@dataclass
+class Baseline:
+    """``auto`` against plain HNSW32 at one size."""
+
+    size: int
+    ours: str
+    ours_ms: float
+    ours_recall: float
+    ours_build_s: float
+    ours_bytes: float
+    plain_ms: float
+    plain_recall: float
+    plain_build_s: float
+    plain_bytes: float
+
+
+def bench_baseline(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, row: Row, ef: int,
+                   plain_indexes: dict[str, faiss.Index], args: argparse.Namespace) -> Baseline:
+    """embtune's ``auto`` row against plain faiss HNSW32 (flat codes) at efSearch ``ef``, single queries on
+    one thread each, interleaved."""
+    from core.collection.policy import index_bytes_per_vector
+
+    if "HNSW32" in plain_indexes and row.factory == "HNSW32":
+        index, build_s = plain_indexes["HNSW32"], row.plain.build_s
+    else:
+        index, build_s = build_plain("HNSW32", base)
+    faiss.downcast_index(index).hnsw.efSearch = ef
+    k = truth.shape[1]
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    single: list[float] = []
+    faiss.omp_set_num_threads(1)  # what embtune does for a single query: the same footing
+    try:
+        for position in range(len(queries)):
+            start = time.perf_counter_ns()
+            found[position] = index.search(queries[position:position + 1], k)[1][0]
+            single.append((time.perf_counter_ns() - start) / 1e6)
+    finally:
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+    ours_index = plain_indexes[row.factory]
+    stored_copy = 0 if row.factory.startswith("HNSW32") and "SQ" not in row.factory else 4 * base.shape[1]
+    return Baseline(
+        size=len(base), ours=f"{row.factory} ({', '.join(f'{key}={value}' for key, value in row.params.items())})",
+        ours_ms=row.ours.pct(50), ours_recall=row.ours.recall, ours_build_s=row.ours.build_s,
+        ours_bytes=index_bytes_per_vector(ours_index) + stored_copy,
+        plain_ms=float(np.percentile(single, 50)), plain_recall=recall_at_k(found, truth), plain_build_s=build_s,
+        plain_bytes=index_bytes_per_vector(index))
+
+
+def print_baselines(rows: list[Baseline], ef: int, k: int, project_to: int) -> None:
+    print(f"\n### embtune auto vs plain faiss HNSW32 (float vectors in the graph, efSearch={ef})\n")
+    print(f"| items | embtune auto | single p50 ms embtune / faiss | ratio | recall@{k} embtune / faiss "
+          f"| build s embtune / faiss | bytes per item embtune / faiss |")
+    print("|---:|---|---|---:|---|---|---|")
+    for row in rows:
+        print(f"| {row.size:,} | {row.ours} | {row.ours_ms:.3f} / {row.plain_ms:.3f} "
+              f"| {row.plain_ms / row.ours_ms:.2f}× "
+              f"| {row.ours_recall:.4f} / {row.plain_recall:.4f} | {row.ours_build_s:.0f} / {row.plain_build_s:.0f} "
+              f"| {row.ours_bytes:.0f} / {row.plain_bytes:.0f} |")
+    print("\nembtune's bytes per item count its index and the float copy of the vectors it keeps for re-ranking "
+          "(plain HNSW32 keeps the floats inside its graph).")
+    if len(rows) < 2:
+        return
+    small, large = rows[0], rows[-1]
+    # HNSW: build time grows as n·log n, a query's cost as log n (graph depth); memory is linear.
+    grow = math.log(project_to) / math.log(large.size)
+    def latency(a: float, b: float) -> float:
+        slope = (b - a) / (math.log(large.size) - math.log(small.size))
+        return b + slope * (math.log(project_to) - math.log(large.size))
+    print(f"\n**Projection to {project_to:,} items** (from the {small.size:,} and {large.size:,} rows; latency as "
+          f"a + b·log n, build as n·log n, memory linear; not measured):\n")
+    print("| | single p50 ms | build hours (2 cores) | memory GiB |")
+    print("|---|---:|---:|---:|")
+    for name, a_ms, b_ms, build_s, bytes_per in (
+            ("embtune auto", small.ours_ms, large.ours_ms, large.ours_build_s, large.ours_bytes),
+            ("plain HNSW32", small.plain_ms, large.plain_ms, large.plain_build_s, large.plain_bytes)):
+        build_h = build_s * project_to / large.size * grow / 3600
+        print(f"| {name} | {latency(a_ms, b_ms):.3f} | {build_h:.1f} | {bytes_per * project_to / 2**30:.1f} |")
+
+
 def int_list(text: str) -> list[int]:
     return [int(float(part)) for part in text.split(",") if part.strip()]
 
@@ -395,6 +480,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ef-values", type=int_list, default=[16, 32, 64, 96, 128, 192, 256, 384, 512])
     parser.add_argument("--nprobe-values", type=int_list, default=[8, 16, 32, 64, 128, 256, 512])
     parser.add_argument("--sweep-singles", type=int, default=300, help="one-at-a-time queries per sweep setting")
+    parser.add_argument("--baseline", type=int, default=0, metavar="EF",
+                        help="also compare auto with plain faiss HNSW32 at efSearch EF (needs auto in --kinds)")
+    parser.add_argument("--project-to", type=int, default=10_000_000, help="size the baseline projection is for")
     args = parser.parse_args(argv)
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
 
@@ -431,6 +519,7 @@ def main(argv: list[str] | None = None) -> None:
             return vectors[held_out:], vectors[:held_out], f"real embeddings: {origin}; {held_out} held out as queries"
         datasets.append(("real embeddings", make_real))
 
+    baselines: list[Baseline] = []
     for title, make in datasets:
         print(f"{title}: preparing data", file=sys.stderr, flush=True)
         base, queries, note = make()
@@ -439,9 +528,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{note}.")
         if args.sweep:
             sweep(f"{title} ({len(base):,})", plain_indexes, queries, truth, args)
+        auto = next((row for row in rows if row.kind == "auto"), None)
+        if args.baseline and auto is not None and title.startswith("synthetic"):
+            print(f"{title}: plain HNSW32 baseline", file=sys.stderr, flush=True)
+            baselines.append(bench_baseline(base, queries, truth, auto, args.baseline, plain_indexes, args))
         sys.stdout.flush()
         del base, queries, rows, plain_indexes
         gc.collect()
+    if baselines:
+        print_baselines(baselines, args.baseline, args.k, args.project_to)
     print(f"\n# {cpu_report(snapshot)}")
 
 

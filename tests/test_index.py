@@ -41,7 +41,7 @@ def test_search_by_vector_returns_id_cosine_and_metadata() -> None:
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "IVF8,Flat", "HNSW16", "auto"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "hnsw_sq", "ivf", "IVF8,Flat", "HNSW16", "auto"])
 def test_every_index_kind_finds_exact_matches(kind: str) -> None:
     collection, vectors = filled(n=2000, kind=kind)
     found = sum(collection.search(vectors[i], k=1)[0].id == f"id{i}" for i in range(0, 2000, 100))
@@ -57,9 +57,26 @@ def test_large_hnsw_graphs_search_with_the_smaller_ef_that_keeps_one_query_under
     # docs/benchmarks.md, search.py at 1M: efSearch 96 took 1.10 ms per query, 80 0.93 ms (recall@10 0.971).
     assert resolve_index_kind("auto", 100_000, 384)[1]["efSearch"] == HNSW_EF_SEARCH
     assert resolve_index_kind("hnsw", HNSW_LARGE_FROM_ITEMS - 1, 384)[1]["efSearch"] == HNSW_EF_SEARCH
-    assert resolve_index_kind("auto", 1_000_000, 384) == (
-        "HNSW32", {"efSearch": HNSW_EF_SEARCH_LARGE, "efConstruction": 80})
-    assert HNSW_EF_SEARCH_LARGE < HNSW_EF_SEARCH
+    assert resolve_index_kind("hnsw", 1_000_000, 384)[1]["efSearch"] == HNSW_EF_SEARCH_LARGE < HNSW_EF_SEARCH
+
+
+def test_auto_on_a_large_collection_answers_with_exact_scores_from_compact_codes(monkeypatch) -> None:
+    # From HNSW_LARGE_FROM_ITEMS, auto walks a graph over fp16 codes and re-ranks from the float vectors: the
+    # scores a user sees must be the exact cosines (fp16 distances alone differ by ~1e-4), the order exact search's.
+    import core.collection.policy as policy
+
+    monkeypatch.setattr(policy, "AUTO_FLAT_MAX_ITEMS", 100)
+    monkeypatch.setattr(policy, "HNSW_LARGE_FROM_ITEMS", 1000)
+    collection, vectors = filled(n=3000, d=64, kind="auto")
+    queries = unit_vectors(50, d=64, seed=7)
+    hits = collection.search_many(queries, 10)
+    assert collection.stats()["index_factory"] == "HNSW32,SQfp16"
+    exact = queries @ vectors.T
+    for query, row in zip(exact, hits, strict=True):
+        assert all(abs(hit.score - query[int(hit.id[2:])]) < 1e-6 for hit in row)
+    top = np.argsort(-exact, axis=1)[:, :10]
+    recall = np.mean([len({int(h.id[2:]) for h in row} & set(t.tolist())) / 10 for row, t in zip(hits, top)])
+    assert recall >= 0.95
 
 
 def test_unknown_index_kind_is_refused_with_the_choices() -> None:

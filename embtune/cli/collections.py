@@ -30,8 +30,9 @@ def index_command(
                                                      "FILE's folder) to embed; needs --model clip:...")] = None,
     model: Annotated[str, typer.Option("--model", help="default, a local folder, a hub id, or clip:ARCH/TAG | "
                                        "clip:/open_clip/folder")] = "default",
-    index_kind: Annotated[str, typer.Option("--index-kind", help="auto, flat, hnsw, ivf, ivfpq (IVF-PQ + exact "
-                                            "re-ranking) or a faiss factory string")] = "auto",
+    index_kind: Annotated[str, typer.Option("--index-kind", help="auto, flat, hnsw, hnsw_sq (HNSW over fp16 "
+                                            "codes + exact re-ranking), ivf, ivfpq (IVF-PQ + exact re-ranking) or a "
+                                            "faiss factory string")] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, mps")] = "auto",
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="fail instead of using the bundled model "
                                               "when --model cannot load")] = False,
