@@ -1,33 +1,35 @@
 """What serving product search through the Gradio demo costs, against calling core directly.
 
-The demo doubles as a search service (``gradio_client``, ``/compare``). This measures, in one
-run on 127.0.0.1, queries/s and p50/p99 latency of that API at 1, 8 and 32 concurrent clients,
-and of the very same core call (``SideBySideSearch.compare``: model A and model B over the
-collection) from as many threads, so the ratio is the demo's overhead (HTTP, queue, JSON),
-not the model's cost. The demo's queue runs at most ``--concurrency-limit`` requests at once,
-as it does for users; the direct calls have no such limit.
+The demo doubles as a search service (``gradio_client``, ``/compare``). This drives it with N concurrent
+clients (default 20) for a fixed time (default 30 s) and prints throughput and p50/p95/p99 latency, then
+does the same with the very same core call (``SideBySideSearch.compare``: model A and model B over the
+collection) from as many threads, so the ratio is the demo's overhead (HTTP, queue, JSON), not the
+models' cost. The demo holds both models warm and batches concurrent queries per model
+(``core.embedders.batching.QueryBatcher``); ``--no-batching`` serves each query with its own model call,
+as the first release did, for the before/after.
 
-Data: the bundled catalogue indexed with the bundled model (MiniLM) in a temporary workspace;
-model B is the same bundled model unless ``--model-b`` says otherwise (both sides are searched
-either way, which is what a demo query costs). Queries: the bundled labelled catalogue queries,
-cycled. Each repeat of a query hits the embedding cache after its first time in both paths, so
-the model's encoding time mostly drops out: the overhead ratio is the upper bound a user sees.
+Data: the bundled catalogue indexed with the default model in a temporary workspace; model B is
+``--model-b`` (default ``minilm``: a second, different model, so B's side is really encoded — give a
+fine-tuned run's folder to measure two e5-sized models). Queries: the bundled labelled catalogue
+queries, each sent with a running number appended, so no query is answered from the embedding cache.
 
 Run from the repository root::
 
-    nice -n 19 .venv/bin/python benchmarks/demos.py --queries 64
+    .venv/bin/python benchmarks/demos.py                        # 20 clients, 30 s
+    .venv/bin/python benchmarks/demos.py --clients 1,20 --seconds 20 --model-b /path/to/run
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import socket
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,31 +41,42 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from _common import cpu_report, cpu_snapshot, machine_line
 
 
-def run_at(call: Callable[[str], object], queries: list[str], concurrency: int) -> tuple[float, np.ndarray]:
-    """(queries/s, per-query latencies in ms) of ``call`` over ``queries`` from ``concurrency`` threads."""
-    def one(query: str) -> float:
-        started = time.perf_counter()
-        call(query)
-        return (time.perf_counter() - started) * 1000
+def run_for(call: Callable[[str], object], texts: list[str], clients: int, seconds: float, tag: str
+            ) -> tuple[float, np.ndarray]:
+    """(queries/s, per-query latencies in ms) of ``clients`` threads calling ``call`` back to back for
+    ``seconds``; every call a query text never sent before."""
+    counter = itertools.count()
+    deadline = time.perf_counter() + seconds
+
+    def client(_: int) -> list[float]:
+        latencies = []
+        while time.perf_counter() < deadline:
+            number = next(counter)
+            started = time.perf_counter()
+            call(f"{texts[number % len(texts)]} {tag}{number}")
+            latencies.append((time.perf_counter() - started) * 1000)
+        return latencies
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        latencies = np.array(list(pool.map(one, queries)))
-    return len(queries) / (time.perf_counter() - started), latencies
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        latencies = np.array([value for part in pool.map(client, range(clients)) for value in part])
+    return len(latencies) / (time.perf_counter() - started), latencies
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--queries", type=int, default=64, help="queries per concurrency level and path")
-    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--clients", default="20", help="concurrent clients, comma separated levels")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long each level runs, per path")
     parser.add_argument("--concurrency-limit", type=int, default=None, help="the demo queue's limit "
                         "(default: demos.product_search.DEFAULT_CONCURRENCY)")
-    parser.add_argument("--model-b", default="default")
+    parser.add_argument("--model-b", default="minilm")
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--no-batching", action="store_true", help="one model call per query (the old demo)")
     args = parser.parse_args()
 
     from gradio_client import Client
 
+    import demos.product_service as service
     from core.collection.named import index_bundled_catalogue
     from core.evaluation import load_retrieval_set
     from demos.product_search import DEFAULT_CONCURRENCY, build_demo
@@ -71,10 +84,17 @@ def main() -> None:
     from storage.db import Database
     from storage.workspace import Workspace
 
+    if args.no_batching:
+        class Unbatched(service.QueryBatcher):
+            def submit(self, text: str) -> Future:
+                answer: Future = Future()
+                answer.set_result(self.embedder.encode_query(text))
+                return answer
+
+        service.QueryBatcher = Unbatched
     limit = args.concurrency_limit or DEFAULT_CONCURRENCY
-    levels = [int(c) for c in args.concurrency.split(",")]
+    levels = [int(c) for c in args.clients.split(",")]
     texts = list(load_retrieval_set("bundled:catalogue").queries.values())
-    queries = [texts[i % len(texts)] for i in range(args.queries)]
     with tempfile.TemporaryDirectory(prefix="embtune-bench-demos-") as tmp:
         workspace = Workspace.open(Path(tmp) / "ws")
         db = Database(workspace.db_url())
@@ -82,7 +102,7 @@ def main() -> None:
         index_bundled_catalogue(workspace, db, device="cpu")
         print(f"indexed the bundled catalogue in {time.perf_counter() - started:.1f} s", flush=True)
         direct = SideBySideSearch(workspace, db, device="cpu")
-        direct.compare(queries[0], "catalogue", model_b=args.model_b, k=args.k)  # load + prepare both sides
+        direct.compare(texts[0], "catalogue", model_b=args.model_b, k=args.k)  # load + prepare both sides
         demo = build_demo(workspace=workspace, db=db, model_b=args.model_b, device="cpu", concurrency_limit=limit)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -96,29 +116,31 @@ def main() -> None:
             def via_demo(query: str) -> object:
                 return client.predict(query, "catalogue", "", args.model_b, args.k, api_name="/compare")
 
-            for warm in queries[:8]:  # first HTTP connection, first cache fill in both paths
-                via_core(warm), via_demo(warm)
+            for number, warm in enumerate(texts[:8]):  # first HTTP connection, first batches
+                via_core(f"{warm} warm{number}"), via_demo(f"{warm} warm-demo{number}")
             snapshot = cpu_snapshot()
             rows = []
-            for concurrency in levels:
-                core_qps, core_ms = run_at(via_core, queries, concurrency)
-                demo_qps, demo_ms = run_at(via_demo, queries, concurrency)
-                rows.append((concurrency, demo_qps, np.percentile(demo_ms, 50), np.percentile(demo_ms, 99),
-                             core_qps, np.percentile(core_ms, 50), np.percentile(core_ms, 99), core_qps / demo_qps))
-                print(f"concurrency {concurrency}: demo {demo_qps:.1f} q/s, core {core_qps:.1f} q/s", flush=True)
+            for clients in levels:
+                demo_qps, demo_ms = run_for(via_demo, texts, clients, args.seconds, f"d{clients}-")
+                core_qps, core_ms = run_for(via_core, texts, clients, args.seconds, f"c{clients}-")
+                rows.append((clients, demo_qps, *np.percentile(demo_ms, [50, 95, 99]), core_qps,
+                             *np.percentile(core_ms, [50, 95, 99]), len(demo_ms)))
+                print(f"{clients} clients: demo {demo_qps:.1f} q/s, core {core_qps:.1f} q/s", flush=True)
         finally:
             client.close()
             demo.close()
 
     print()
     print(f"machine: {machine_line()}")
-    print(f"{args.queries} queries per row, k={args.k}, both sides (A = bundled model, B = {args.model_b}), "
-          f"demo queue limit {limit}")
-    print("| clients | demo q/s | demo p50 ms | demo p99 ms | core q/s | core p50 ms | core p99 ms "
-          "| overhead (core/demo q/s) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for c, dq, d50, d99, cq, c50, c99, ratio in rows:
-        print(f"| {c} | {dq:.1f} | {d50:.1f} | {d99:.1f} | {cq:.1f} | {c50:.1f} | {c99:.1f} | {ratio:.2f}× |")
+    print(f"{args.seconds:g} s per row and path, k={args.k}, both sides (A = default, B = {args.model_b}), "
+          f"demo queue limit {limit}, {'one model call per query' if args.no_batching else 'batched per model'}; "
+          f"every query a new text (no cache hits)")
+    print("| clients | demo q/s | demo p50 ms | demo p95 ms | demo p99 ms | core q/s | core p50 ms | core p95 ms "
+          "| core p99 ms | demo p95 / core p95 | queries |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c, dq, d50, d95, d99, cq, c50, c95, c99, count in rows:
+        print(f"| {c} | {dq:.1f} | {d50:.0f} | {d95:.0f} | {d99:.0f} | {cq:.1f} | {c50:.0f} | {c95:.0f} | {c99:.0f} "
+              f"| {d95 / c95:.2f}× | {count} |")
     print(cpu_report(snapshot))
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from core.images import read_image
 from core.progress import progress_lines
-from demos.product_search import DEFAULT_CONCURRENCY, user_errors
+from demos.product_search import user_errors
 from demos.screen_service import BUNDLED_SCREENS_COLLECTION, BUNDLED_SCREENS_MODEL, ScreenSearch
 from storage.db import Database
 from storage.workspace import Workspace
@@ -37,6 +37,10 @@ COLUMNS = ["rank", "workflow", "score", "screenshot"]
 TEXT_EXAMPLES = ["a login form", "save the file as", "pay by card", "create a calendar event"]
 # How often the state panel re-reads the tuner while the page is open.
 STATE_REFRESH_SECONDS = 2.0
+
+# Requests answered at once: each encodes its own image or query (no shared batching here), and more than a
+# few at once on 2 cores would only contend.
+DEFAULT_CONCURRENCY = 4
 
 
 def _file(upload: Any) -> tuple[str | None, str | None]:

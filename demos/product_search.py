@@ -34,8 +34,9 @@ from demos.product_service import BUNDLED_COLLECTION, MAX_K, Comparison, SideByS
 from storage.db import Database
 from storage.workspace import Workspace
 
-# Requests answered at once per event; more wait in gradio's queue (2 cores: more would only contend).
-DEFAULT_CONCURRENCY = 4
+# Requests answered at once per event. The handlers wait on one batching encoder per model, so more of them at
+# once make bigger batches, not more threads fighting for the cores; the rest wait in gradio's queue.
+DEFAULT_CONCURRENCY = 32
 EXAMPLES = ["дымо ход", "шуруповерт акамуляторный", "chimney pipe", "дымоход", "cordless drill",
             "садовый шланг 20 м"]
 COLUMNS = ["rank", "id", "name", "category", "score", "only here"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from core.collection import Collection, SearchHit, check_k
 from core.collection.named import collection_record, open_collection
 from core.embedders import is_clip_spec, is_screen_spec, load_embedder
+from core.embedders.batching import QueryBatcher
 from core.errors import CollectionError, EmbtuneError
 from core.evaluation import RELEVANCE_THRESHOLD, load_retrieval_set, trec_metrics
 from core.training.runs import resolve_model_spec, servable_spec
@@ -111,6 +113,8 @@ class SideBySideSearch:
         self.db = db
         self.device = device
         self._prepared: dict[tuple[str, str, str], Collection] = {}
+        # One batching encoder per prepared side: concurrent users' queries share a forward pass.
+        self._batchers: dict[int, QueryBatcher] = {}
         self._locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -148,6 +152,7 @@ class SideBySideSearch:
                                                  index_kind=stored.info.index_kind, model_spec=embedder.spec,
                                                  show_progress=False)
             with self._guard:
+                self._batchers.setdefault(id(prepared), QueryBatcher(prepared.embedder))
                 self._prepared[key] = prepared
             return prepared
 
@@ -163,8 +168,11 @@ class SideBySideSearch:
         spec_a = (model_a or "").strip() or self.collection_model(collection)
         spec_b = (model_b or "").strip() or servable_spec(collection, self.db)
         labels = catalogue_labels(query)
-        side_a = self._side(query, collection, spec_a, k)
-        side_b = self._side(query, collection, spec_b, k) if spec_b else None
+        # Both models encode at once (each in its own batching worker), then both indexes are searched.
+        pending_a = self._encoding(query, collection, spec_a)
+        pending_b = self._encoding(query, collection, spec_b) if spec_b else None
+        side_a = self._side(pending_a, k)
+        side_b = self._side(pending_b, k) if pending_b else None
         if labels is not None and not set(labels.judged) <= set(self.prepared(collection, spec_a).ids):
             labels = None  # the labels name catalogue items this collection does not hold
         if side_b is not None:
@@ -182,10 +190,13 @@ class SideBySideSearch:
         return Comparison(query, collection, k, trimmed_a, trimmed_b, note, labels is not None,
                           labels.kind if labels else None, relevant)
 
-    def _side(self, query: str, collection: str, model: str, k: int) -> SideResult:
+    def _encoding(self, query: str, collection: str, model: str) -> tuple[str, Collection, Future, float]:
         prepared = self.prepared(collection, model)
-        started = time.perf_counter()
-        hits = prepared.search(query, min(len(prepared), max(k, METRIC_DEPTH)))
+        return model, prepared, self._batchers[id(prepared)].submit(query), time.perf_counter()
+
+    def _side(self, pending: tuple[str, Collection, Future, float], k: int) -> SideResult:
+        model, prepared, vector, started = pending
+        hits = prepared.search(vector.result(), min(len(prepared), max(k, METRIC_DEPTH)))
         seconds = time.perf_counter() - started
         return SideResult(model, prepared.info.model_id or model, hits, [], seconds)
 
