@@ -1,23 +1,23 @@
-"""Studio server-side latency on a 100k-item collection with the bundled model, vs the plain libraries.
+"""Studio server-side latency per interaction — page time vs the core call it makes (and the plain libraries).
 
-What the studio issue asks: Data-page search and Label-page "next candidates" ≤ 300 ms server time
-once the model is cached, and the Map page's second open ≤ 1 s. Three ways each are timed:
+What the serving-speed issue asks: a label click and a Data search answer with p95 ≤ 1 s on the bundled
+catalogue with the default model. Five interactions, each timed three ways where they apply:
 
-* ``page`` — the page script itself run by Streamlit's AppTest (the whole server-side rerun a
-  browser triggers: widgets, cached model and collection, the core call, building the tables/chart);
-* ``core`` — the one core call the page makes (``Collection.search``, ``propose_candidates``,
-  ``compute_map``);
-* ``plain`` — the plain libraries doing the same work: sentence-transformers ``encode`` + the same
-  faiss index's ``search`` (and a re-rank by distance to the median for candidates); for the map,
-  umap-learn projecting the same 20 000-point sample again (what a page without the cache does).
+* ``page`` — the page script run by Streamlit's AppTest after the click (AppTest reruns the whole page;
+  a browser's click on a score reruns only the candidate fragment, so this is the upper bound);
+* ``core`` — the core/storage call the page makes (``db.add_label``, ``next_unlabelled_query`` +
+  ``propose_candidates``, ``Collection.search``, ``run_evaluation``, ``compute_map``);
+* ``plain`` — the plain libraries doing the same work: sentence-transformers ``encode`` + faiss
+  ``search`` for search and candidates, umap-learn projecting the same points for the map.
 
-The collection: the bundled catalogue's 434 product names embedded by the bundled MiniLM, each
-vector repeated with small Gaussian noise (σ 0.02, renormalised) to 100 000 items with texts
-"NAME #i" — encoding 100k real texts would take ~40 minutes on 2 cores, and what is timed (query
-encoding + index search + item look-up) does not depend on where the stored vectors came from.
-``auto`` picks the index kind as for any 100k collection. Run::
+The collection: by default the studio's own demo state (``webapp.first_start.prepare_bundled_catalogue``:
+the bundled catalogue's 434 products indexed with the default model, its queries queued, its map
+projected). ``--items N`` instead builds an N-item collection from the catalogue's vectors repeated with
+small Gaussian noise (σ 0.02) — encoding 100k real texts would take ~40 minutes on 2 cores, and what is
+timed does not depend on where the stored vectors came from. Run::
 
-    nice -n 19 .venv/bin/python benchmarks/studio.py [--items 100000] [--repeats 30]
+    .venv/bin/python benchmarks/studio.py                     # the bundled catalogue, default model
+    .venv/bin/python benchmarks/studio.py --items 100000      # a 100k collection
 """
 
 from __future__ import annotations
@@ -44,7 +44,22 @@ QUERIES = ["дымо ход", "шуруповерт акамуляторный",
 NOISE = 0.02
 
 
-def build(workspace_root: Path, items: int) -> tuple[object, object, object]:
+def bundled(workspace_root: Path) -> tuple[object, object, object, str]:
+    """The studio's first-start state, as ``embtune studio`` prepares it."""
+    from core.embedders import load_embedder
+    from storage.db import Database
+    from storage.workspace import Workspace
+    from webapp.first_start import prepare_bundled_catalogue
+
+    workspace = Workspace.open(workspace_root)
+    db = Database(workspace.default_db_url)
+    started = time.perf_counter()
+    prepare_bundled_catalogue(workspace, db, say=lambda line: print(line, flush=True), show_progress=False)
+    print(f"first start prepared in {time.perf_counter() - started:.0f} s")
+    return workspace, db, load_embedder("default", device="cpu", fallback=False), "catalogue"
+
+
+def build(workspace_root: Path, items: int) -> tuple[object, object, object, str]:
     from core.collection import Collection
     from core.data.bundled import CATALOGUE_PRODUCTS
     from core.data.formats import read_table
@@ -72,8 +87,9 @@ def build(workspace_root: Path, items: int) -> tuple[object, object, object]:
                         "dimension": embedder.dimension, "index_kind": "auto", "path": str(folder)},
                        ({"item_key": i, "text": t, "metadata_json": m} for i, t, m in zip(ids, texts, metadata,
                                                                                          strict=True)))
+    db.add_label_queries("big", QUERIES * 4, source="bench")
     print(f"built {items} items ({collection.stats()['index_factory']}) in {time.perf_counter() - started:.0f} s")
-    return workspace, db, embedder
+    return workspace, db, embedder, "big"
 
 
 def interleaved(actions: list, repeats: int) -> list[np.ndarray]:
@@ -87,72 +103,98 @@ def interleaved(actions: list, repeats: int) -> list[np.ndarray]:
 
 
 def stats(values: np.ndarray) -> str:
-    return f"{np.median(values):8.1f} {np.percentile(values, 95):8.1f}"
+    return f"{np.median(values):.1f} | {np.percentile(values, 95):.1f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=0, help="0: the bundled catalogue; N: an N-item collection")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--evaluations", type=int, default=3, help="repeats of the (slow) evaluate interaction")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="embtune-studio-bench-"))
     os.environ["EMBTUNE_HOME"] = str(root)
     os.environ.pop("EMBTUNE_DB", None)
-    _workspace, _db, embedder = build(root, args.items)
+    _workspace, db, embedder, name = bundled(root) if args.items == 0 else build(root, args.items)
     snapshot = cpu_snapshot()
 
     from streamlit.testing.v1 import AppTest
 
-    from core.labelling import propose_candidates
+    from core.evaluation import run_evaluation
+    from core.labelling import next_unlabelled_query, propose_candidates
     from core.maps import compute_map
     from webapp import widgets
 
-    collection = widgets.collection("big")  # the studio's cached object, as the pages use it
+    collection = widgets.collection(name)  # the studio's cached object, as the pages use it
     index = collection._ensure_index()
-    model = embedder.model if hasattr(embedder, "model") else None
+    model = embedder.model
     rows = []
 
-    # Data page: search.
-    data_page = AppTest.from_file(str(PAGES / "data.py"), default_timeout=600).run()
-    data_page.text_input(key="search_query").input(QUERIES[0]).run()  # warm: model + collection cached
+    def page(script: str, **state: object) -> AppTest:
+        app = AppTest.from_file(str(PAGES / script), default_timeout=1800)
+        for key, value in {"annotator": "bench", **state}.items():
+            app.session_state[key] = value
+        return app.run()
+
+    def encode_plain(text: str) -> np.ndarray:
+        return model.encode([text], prompt_name="query" if "query" in (model.prompts or {}) else None,
+                            normalize_embeddings=True).astype(np.float32)
+
+    # Label page: a click on a score (the label is written; the candidate list is not recomputed).
+    label_page = page("label.py", label_mode="Next unlabelled")
+    first_candidate = next(key for key in (b.key for b in label_page.button) if key and key.startswith("score-"))
+    item_id = first_candidate.split("-")[1]
+    query = label_page.session_state["label_current"]
+
+    def page_label(i: int) -> None:
+        label_page.button(key=f"score-{item_id}-{(0.0, 0.5, 1.0)[i % 3]}").click().run()
+
+    def core_label(i: int) -> None:
+        db.add_label(collection_name=name, query=query, item_key=item_id, item_text="", score=(0.0, 0.5, 1.0)[i % 3],
+                     annotator="bench-core")
+
+    rows.append(("Label: score click", *interleaved([page_label, core_label], args.repeats), None, 1000.0))
+
+    # Label page: the next unlabelled query and its candidates.
+    def page_next(_: int) -> None:
+        label_page.button(key="label_next").click().run()
+
+    queued = db.label_queries(name)
+
+    def core_next(i: int) -> None:
+        current = next_unlabelled_query(queued, db.labels(name), "bench-core", after=queued[i % len(queued)])
+        propose_candidates(collection, f"{current} c{i}")
+
+    def plain_next(i: int) -> None:
+        scores, _positions = index.search(encode_plain(f"{queued[i % len(queued)]} n{i}"), 50)
+        rest = scores[0][5:]
+        np.argsort(np.abs(rest - np.median(rest)))[:5]
+
+    rows.append(("Label: next query", *interleaved([page_next, core_next, plain_next], args.repeats), 1000.0))
+
+    # Data page: search (every call a new query text: nothing is answered from the embedding cache).
+    data_page = page("data.py")
+    data_page.text_input(key="search_query").input(QUERIES[0]).run()
 
     def page_search(i: int) -> None:
         data_page.text_input(key="search_query").input(f"{QUERIES[i % len(QUERIES)]} p{i}").run()
 
     def plain_search(i: int) -> None:
-        vector = model.encode([f"{QUERIES[i % len(QUERIES)]} n{i}"], normalize_embeddings=True).astype(np.float32)
-        index.search(vector, 5)
+        index.search(encode_plain(f"{QUERIES[i % len(QUERIES)]} n{i}"), 5)
 
     rows.append(("Data: search, k 5", *interleaved(
         [page_search, lambda i: collection.search(f"{QUERIES[i % len(QUERIES)]} c{i}", 5), plain_search],
-        args.repeats), 300.0))
+        args.repeats), 1000.0))
 
-    # Label page: next candidates (top-5 + 5 nearest the boundary from a pool of 50).
-    label_page = AppTest.from_file(str(PAGES / "label.py"), default_timeout=600)
-    label_page.session_state["annotator"] = "bench"
-    label_page.session_state["label_mode"] = "Type a query"
-    label_page.run()
-    label_page.text_input(key="label_typed").input(QUERIES[1]).run()
+    # Compare page: evaluate the default model on the bundled catalogue (the page's Evaluate button).
+    compare_page = page("compare.py", compare_data_kind="Bundled catalogue", compare_models=["default"])
+    rows.append(("Compare: evaluate default", *interleaved(
+        [lambda _: compare_page.button(key="compare_run").click().run(),
+         lambda _: run_evaluation("bundled:catalogue", ["default"], db=db, regressions_limit=10)],
+        args.evaluations), None, None))
 
-    def page_candidates(i: int) -> None:
-        label_page.text_input(key="label_typed").input(f"{QUERIES[i % len(QUERIES)]} p{i}").run()
-
-    def plain_candidates(i: int) -> None:
-        vector = model.encode([f"{QUERIES[i % len(QUERIES)]} n{i}"], normalize_embeddings=True).astype(np.float32)
-        scores, _positions = index.search(vector, 50)
-        rest = scores[0][5:]
-        np.argsort(np.abs(rest - np.median(rest)))[:5]
-
-    rows.append(("Label: next candidates", *interleaved(
-        [page_candidates, lambda i: propose_candidates(collection, f"{QUERIES[i % len(QUERIES)]} k{i}"),
-         plain_candidates], args.repeats), 300.0))
-
-    # Map page: first open projects (UMAP of a 20k sample) and caches; the second open reads the cache.
-    first_open = time.perf_counter()
-    map_page = AppTest.from_file(str(PAGES / "map.py"), default_timeout=1800).run()
-    first_open = time.perf_counter() - first_open
-    assert not map_page.exception, map_page.exception
-    emap = compute_map(collection, method="umap", name="big")
+    # Map page: the first start projected and cached the map; an open reads the cache.
+    emap = compute_map(collection, method="umap", name=name)
     assert emap.from_cache
 
     def plain_umap(_: int) -> None:
@@ -160,18 +202,22 @@ def main() -> None:
 
         umap.UMAP(n_components=2, metric="cosine", random_state=0).fit_transform(emap.vectors)
 
-    rows.append(("Map: second open (UMAP)", latencies_ms(lambda _: map_page.run(), min(args.repeats, 10)),
-                 latencies_ms(lambda _: compute_map(collection, method="umap", name="big"), min(args.repeats, 10)),
+    map_page = page("map.py")
+    assert not map_page.exception, map_page.exception
+    rows.append(("Map: open (cached UMAP)", latencies_ms(lambda _: map_page.run(), min(args.repeats, 10)),
+                 latencies_ms(lambda _: compute_map(collection, method="umap", name=name), min(args.repeats, 10)),
                  latencies_ms(plain_umap, 1), 1000.0))
 
     print(f"\nmachine: {machine_line()}")
-    print(f"collection: {args.items} items, {collection.stats()['index_factory']}, bundled MiniLM (384-d); "
-          f"map first open {first_open:.1f} s ({len(emap.ids)} of {emap.total} points)")
-    print(f"{'operation':<26} {'page p50':>8} {'p95':>8} {'core p50':>8} {'p95':>8} {'plain p50':>9} {'p95':>8} "
-          f"{'page/plain':>10} {'target ms':>9}")
-    for name, page_ms, core_ms, plain_ms, target in rows:
-        print(f"{name:<26} {stats(page_ms)} {stats(core_ms)} {np.median(plain_ms):9.1f} "
-              f"{np.percentile(plain_ms, 95):8.1f} {np.median(page_ms) / np.median(plain_ms):10.2f} {target:9.0f}")
+    print(f"collection {name!r}: {len(collection)} items, {collection.stats()['index_factory']}, "
+          f"model {embedder.model_id} ({embedder.dimension}-d); map {len(emap.ids)} of {emap.total} points")
+    print("| interaction | page p50 ms | page p95 | core p50 ms | core p95 | plain p50 ms | page/plain | target p95 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, page_ms, core_ms, plain_ms, target in rows:
+        plain = f"{np.median(plain_ms):.1f}" if plain_ms is not None else "-"
+        ratio = f"{np.median(page_ms) / np.median(plain_ms):.2f}" if plain_ms is not None else "-"
+        print(f"| {label} | {stats(page_ms)} | {stats(core_ms)} | {plain} | {ratio} | "
+              f"{f'{target:.0f} ms' if target else '-'} |")
     print(cpu_report(snapshot))
 
 
