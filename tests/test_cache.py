@@ -86,3 +86,17 @@ def test_cache_is_consistent_under_concurrent_use() -> None:
     stats = cache.stats()
     assert stats.size <= 50
     assert stats.hits + stats.misses == 8 * 2000
+
+
+def test_ocr_cache_keeps_the_recently_used_readings_in_memory_and_every_reading_on_disk(tmp_path) -> None:
+    from core.screens.ocr import OcrCache, OcrResult
+
+    cache = OcrCache(tmp_path, capacity=2)
+    for name in ("a", "b"):
+        cache.put(name * 8, OcrResult(width=len(name)))
+    assert cache.get("a" * 8) is not None  # "a" is now the most recent: "b" goes when "c" comes
+    cache.put("c" * 8, OcrResult(width=3))
+    assert cache.stats()["size"] == 2
+    assert cache.get("b" * 8).width == 1 and cache.stats()["disk_hits"] == 1  # read back from its file
+    assert cache.get("c" * 8).width == 3 and cache.stats()["memory_hits"] == 2
+    assert cache.get("missing1") is None and cache.stats()["misses"] == 1

@@ -60,10 +60,19 @@ class Embedder:
     cache: EmbeddingCache | None = None
     batch_size: int = 64
     truncate_dim: int | None = None
+    full_dimension: int = 0
+    spec: str = ""
+    requested_spec: str = ""
 
     @property
     def dimension(self) -> int:
-        raise NotImplementedError
+        """The width of the vectors it returns: the Matryoshka truncation when one was asked for."""
+        return self.truncate_dim or self.full_dimension
+
+    @property
+    def fell_back(self) -> bool:
+        """True when the requested model could not load and the fallback stands in for it."""
+        return self.requested_spec != self.spec
 
     @property
     def fingerprint(self) -> str:

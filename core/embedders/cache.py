@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from cachetools import LRUCache
 
 DEFAULT_CAPACITY = 1000
 ENV_CAPACITY = "EMBTUNE_CACHE_SIZE"
@@ -46,18 +46,17 @@ class EmbeddingCache:
         if capacity < 0:
             raise ValueError(f"cache capacity must be >= 0, got {capacity}")
         self.capacity = capacity
-        self._entries: OrderedDict[CacheKey, np.ndarray] = OrderedDict()
+        self._entries: LRUCache[CacheKey, np.ndarray] = LRUCache(maxsize=max(1, capacity))
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
 
     def get(self, key: CacheKey) -> np.ndarray | None:
         with self._lock:
-            vector = self._entries.get(key)
+            vector = self._entries.get(key)  # a hit counts as a use: the entry moves to the young end
             if vector is None:
                 self._misses += 1
                 return None
-            self._entries.move_to_end(key)
             self._hits += 1
             return vector
 
@@ -67,10 +66,7 @@ class EmbeddingCache:
         stored = np.array(vector, dtype=np.float32, copy=True)
         stored.setflags(write=False)  # callers share the array: nobody may change it in place
         with self._lock:
-            self._entries[key] = stored
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            self._entries[key] = stored  # the least recently used entry goes when it is full
 
     def clear(self) -> None:
         with self._lock:

@@ -85,15 +85,6 @@ class ClipEmbedder(Embedder):
         self._fingerprint: str | None = None
 
     @property
-    def fell_back(self) -> bool:
-        """Image specs never fall back (there is no offline image model to fall back to)."""
-        return self.requested_spec != self.spec
-
-    @property
-    def dimension(self) -> int:
-        return self.truncate_dim or self.full_dimension
-
-    @property
     def device(self) -> str:
         return str(next(self.model.parameters()).device)
 

@@ -89,15 +89,6 @@ class TextEmbedder(Embedder):
         self._fingerprint: str | None = None
 
     @property
-    def fell_back(self) -> bool:
-        """True when the requested model could not load and the fallback stands in for it."""
-        return self.requested_spec != self.spec
-
-    @property
-    def dimension(self) -> int:
-        return self.truncate_dim or self.full_dimension
-
-    @property
     def device(self) -> str:
         return str(self.model.device)
 

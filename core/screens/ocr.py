@@ -31,7 +31,6 @@ import os
 import subprocess
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 from PIL import Image
 
 from core.errors import ModelLoadError
@@ -257,7 +257,7 @@ class OcrPool:
 
 
 _MEMORY_LOCK = threading.Lock()
-_SHARED_MEMORY: OrderedDict[str, OcrResult] = OrderedDict()
+_SHARED_MEMORY: LRUCache[str, OcrResult] = LRUCache(maxsize=DEFAULT_OCR_CACHE_ITEMS)
 
 
 def shared_ocr_cache(folder: Path | None) -> OcrCache:
@@ -278,19 +278,18 @@ class OcrCache:
     """
 
     def __init__(self, folder: Path | None, capacity: int = DEFAULT_OCR_CACHE_ITEMS,
-                 memory: OrderedDict[str, OcrResult] | None = None) -> None:
+                 memory: LRUCache[str, OcrResult] | None = None) -> None:
         self.folder = folder
         self.capacity = capacity
         # ``memory`` may be shared by several caches (one per embedder) so a process OCRs an image once.
-        self._memory: OrderedDict[str, OcrResult] = OrderedDict() if memory is None else memory
+        self._memory: LRUCache[str, OcrResult] = LRUCache(maxsize=max(1, capacity)) if memory is None else memory
         self._lock = _MEMORY_LOCK if memory is not None else threading.Lock()
         self.hits = self.disk_hits = self.misses = 0
 
     def get(self, key: str) -> OcrResult | None:
         with self._lock:
-            found = self._memory.get(key)
+            found = self._memory.get(key)  # a hit counts as a use
             if found is not None:
-                self._memory.move_to_end(key)
                 self.hits += 1
                 return found
         path = self._path(key)
@@ -322,9 +321,6 @@ class OcrCache:
             return
         with self._lock:
             self._memory[key] = result
-            self._memory.move_to_end(key)
-            while len(self._memory) > self.capacity:
-                self._memory.popitem(last=False)
 
     def _path(self, key: str) -> Path | None:
         return None if self.folder is None else self.folder / key[:2] / f"{key}.json"
