@@ -386,3 +386,22 @@ def test_the_anchor_reads_the_base_vectors_of_a_collection_indexed_with_the_same
     np.testing.assert_allclose(read["score"], encoded["score"], atol=1e-5)  # the same labels, nothing embedded
     other = load_embedder(str(tiny_model_dir_48), device="cpu", cache=False).model
     assert stored_vectors("shop", db, other) == {}  # another model's vectors are never used
+
+
+def test_other_trainer_fields_pass_through_and_ones_embtune_sets_are_refused(run_cli, tmp_path: Path) -> None:
+    from core.training.arguments import training_arguments
+
+    def arguments(**trainer_args):
+        chosen = config(tmp_path, tmp_path, trainer_args=trainer_args)
+        return training_arguments(chosen, "mnrl", tmp_path / "ckpt", "fp32", "cpu", 48, False, "ndcg@10", False)
+
+    plain, tuned = arguments(), arguments(weight_decay=0.05, max_grad_norm=0.5)
+    assert (plain.weight_decay, plain.max_grad_norm) != (0.05, 0.5)
+    assert (tuned.weight_decay, tuned.max_grad_norm) == (0.05, 0.5)
+    # the CLI form, one error line each
+    result = run_cli("train", "--data", "x.csv", "--output-dir", str(tmp_path / "o"), "--trainer-arg", "learning_rate=1")
+    assert result.code == 1 and result.err.strip().splitlines() == [
+        "error: training config: trainer_args={'learning_rate': 1} is not allowed: 'learning_rate' is set by "
+        "embtune: use learning_rate instead"]
+    result = run_cli("train", "--data", "x.csv", "--output-dir", str(tmp_path / "o"), "--trainer-arg", "wieght_decay=1")
+    assert result.code == 1 and "'wieght_decay' is not a SentenceTransformerTrainingArguments field" in result.err

@@ -50,6 +50,7 @@ def training_arguments(config: TrainingConfig, loss_name: str, checkpoints: Path
         disable_tqdm=not show_progress,
         save_only_model=False,
         dataloader_drop_last=in_batch and distributed,
+        **config.trainer_args,  # the rest of the trainer's fields, checked against SET_BY_EMBTUNE at the edge
     )
 
 

@@ -8,13 +8,37 @@ Values left ``None`` come from the data format's recipe (``core.training.recipes
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, StringConstraints, model_validator
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from core.configs import EmbtuneConfig
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+# Trainer fields embtune fills from a run's config (or itself, per run): where to set each instead.
+SET_BY_EMBTUNE = {
+    "output_dir": "output_dir (checkpoints go beside it)", "num_train_epochs": "epochs", "max_steps": "max_steps",
+    "per_device_train_batch_size": "batch_size", "per_device_eval_batch_size": "batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps", "learning_rate": "learning_rate",
+    "warmup_steps": "warmup_ratio", "warmup_ratio": "warmup_ratio", "lr_scheduler_type": "scheduler",
+    "bf16": "precision", "fp16": "precision", "use_cpu": "device", "ddp_backend": "(set per run under torchrun)",
+    "batch_sampler": "no_duplicates_sampler", "eval_strategy": "eval_each_epoch", "save_strategy": "(each epoch)",
+    "save_total_limit": "save_total_limit", "load_best_model_at_end": "keep_best",
+    "metric_for_best_model": "metric_for_best", "greater_is_better": "metric_for_best", "seed": "seed",
+    "logging_steps": "(set from the run's length)", "report_to": "(none: embtune records the run)",
+    "disable_tqdm": "(the progress display)", "save_only_model": "(resume needs the optimiser)",
+    "dataloader_drop_last": "(set per run under torchrun)", "prompts": "(the model's own prompts)",
+}
 
 
 class TrainingConfig(EmbtuneConfig):
@@ -118,6 +142,27 @@ class TrainingConfig(EmbtuneConfig):
     test_data: str | None = None
     """A separate retrieval set (folder of corpus/queries/qrels, or pairs file) for the before/after table;
     default: the held-out test split of ``data``."""
+    trainer_args: dict[str, Any] = Field(default_factory=dict)
+    """Any other ``SentenceTransformerTrainingArguments`` field, passed to the trainer as given (e.g.
+    ``{"weight_decay": 0.01, "max_grad_norm": 0.5}``): the trainer's whole surface without a copy of each
+    field here. The ones this config or embtune sets are refused with the field to use instead."""
+
+    @field_validator("trainer_args")
+    @classmethod
+    def _trainer_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            return value
+        import dataclasses
+
+        from sentence_transformers import SentenceTransformerTrainingArguments
+
+        known = {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments) if f.init}
+        for name in value:
+            if name in SET_BY_EMBTUNE:
+                raise ValueError(f"{name!r} is set by embtune: use {SET_BY_EMBTUNE[name]} instead")
+            if name not in known:
+                raise ValueError(f"{name!r} is not a SentenceTransformerTrainingArguments field")
+        return value
 
     @model_validator(mode="after")
     def _matryoshka_in_order(self) -> TrainingConfig:

@@ -87,6 +87,9 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an output folder that is not ours")] = False,
     device: Annotated[str | None, typer.Option("--device")] = None,
+    trainer_arg: Annotated[list[str] | None, typer.Option(
+        "--trainer-arg", help="KEY=VALUE: any other SentenceTransformerTrainingArguments field, e.g. "
+        "weight_decay=0.01 (repeatable; VALUE read as YAML: numbers, true/false, lists)")] = None,
 ) -> None:
     """Fine-tune an embedder; the run ends finished, not proven or rejected by its held-out gate."""
     from core.training.callbacks import console_progress
@@ -108,6 +111,8 @@ def train_command(
         payload[name] = flags[name] or payload.get(name, False)
     if no_forgetting_check:
         payload["forgetting_check"] = False
+    if trainer_arg:
+        payload["trainer_args"] = {**payload.get("trainer_args", {}), **_key_values(trainer_arg)}
     config = TrainingConfig.from_dict(payload)
     interactive = sys.stderr.isatty()
     result = train(config, db=ctx.obj.database(), show_progress=interactive,
@@ -116,6 +121,21 @@ def train_command(
     _report(result)
     if result.status == "rejected":
         raise typer.Exit(REJECTED_EXIT)
+
+
+def _key_values(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise EmbtuneError(f"--trainer-arg {pair!r}: write KEY=VALUE, e.g. weight_decay=0.01")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed[key.strip()] = value
+    return parsed
 
 
 def _report(result: Any) -> None:
