@@ -49,6 +49,7 @@ VARIANTS = {
     "cached": {"loss": "cached_mnrl", "batch_size": 128, "mini_batch_size": 32},
     "cached-s50": {"loss": "cached_mnrl", "batch_size": 128, "mini_batch_size": 32, "loss_scale": 50.0},
     "torchrun": {},  # the full fine-tune, launched as 2 processes
+    "recipe": {},  # the pairs recipe exactly as `embtune train` resolves it with no flags (core.training.recipes)
 }
 
 
@@ -97,13 +98,16 @@ def run_process(command: list[str], env: dict[str, str], log: Path) -> tuple[flo
 
 def train_variant(name: str, train_file: Path, args: argparse.Namespace) -> tuple[dict, float, float, float]:
     """Write the variant's TrainingConfig, train it in a fresh process, return its run record."""
-    settings = {"loss": "mnrl", **VARIANTS[name]}
+    if name == "recipe":  # loss, scale, anchor, epochs, lr, batch and dimensions: the recipe's
+        settings: dict = {"loss": "auto", "matryoshka_dims": None, "epochs": None, "batch_size": None,
+                          "learning_rate": None}
+    else:
+        settings = {"loss": "mnrl", "matryoshka_dims": DIMS, "epochs": args.epochs, "batch_size": 32,
+                    "learning_rate": 4e-5, **VARIANTS[name]}
     config = TrainingConfig(
-        data=str(train_file), output_dir=str(args.out / name), matryoshka_dims=DIMS, epochs=args.epochs,
-        batch_size=settings.pop("batch_size", 32), learning_rate=settings.pop("learning_rate", 4e-5),
-        max_seq_length=args.max_seq_length, test_fraction=0.0, validation_fraction=0.1, group_by="focus",
-        forgetting_data=args.forgetting_data, run_name=name, test_data=str(args.dev_folder), overwrite=True,
-        device="cpu", **settings,
+        data=str(train_file), output_dir=str(args.out / name), max_seq_length=args.max_seq_length, test_fraction=0.0,
+        validation_fraction=0.1, group_by="focus", forgetting_data=args.forgetting_data, run_name=name,
+        test_data=str(args.dev_folder), overwrite=True, device="cpu", **settings,
     )
     config_file = args.out / f"{name}.json"
     config_file.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")

@@ -38,6 +38,7 @@ MNRL = ["--loss", "mnrl", "--batch-size", "32", "--matryoshka-dims", "384,256,12
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # name: (format, flags)
     "catalogue-recipe (no flags: the studio's defaults)": ("scored", [*CATALOGUE]),
+    "catalogue-recipe-7e-5 (the studio's defaults at lr 7e-5)": ("scored", [*CATALOGUE, "--lr", "7e-5"]),
     "catalogue-cosent-1ep (old studio default)": ("scored", [*CATALOGUE, *OLD_DEFAULT]),
     "catalogue-mnrl-1ep-5e-5": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "5e-5", "--augment-typos", "1"]),
     "catalogue-mnrl-2ep-5e-5": ("scored", [*CATALOGUE, *MNRL, "--epochs", "2", "--lr", "5e-5", "--augment-typos", "1"]),

@@ -279,7 +279,9 @@ def bench_dataset(base: np.ndarray, queries: np.ndarray, kinds: Sequence[str], a
         stats = collection.stats()
         factory, params = stats["index_factory"], stats["search_params"]
         shared = factory in plain_indexes
-        if not shared:
+        if not shared and args.reuse_index:  # faiss searched straight on embtune's own index object
+            plain_indexes[factory] = (collection._ensure_index(), float("nan"))
+        elif not shared:
             plain_indexes[factory] = build_plain(factory, base)
         index, plain.build_s = plain_indexes[factory]
         set_plain_params(index, params)
@@ -299,8 +301,10 @@ def bench_dataset(base: np.ndarray, queries: np.ndarray, kinds: Sequence[str], a
         # Diagnostic third contender: the faiss call embtune makes (its own index object with
         # its search parameters), without embtune's Python around it. Private attributes on
         # purpose: it splits the single-query gap into "wrapper Python" and "faiss id map".
-        inner_index = collection._index
-        inner_params = collection._search_parameters(inner_index)
+        from core.collection.search import search_parameters
+
+        inner_index = collection._ensure_index()
+        inner_params = search_parameters(inner_index, collection.info.search_params)
         singles = interleaved_singles(
             {
                 "ours": lambda i, collection=collection: collection.search(queries[i], k),
@@ -424,8 +428,12 @@ def bench_baseline(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, row
 
 
 def print_baselines(rows: list[Baseline], ef: int, k: int, project_to: int) -> None:
-    print(f"\n### embtune auto vs plain faiss HNSW32 (float vectors in the graph, efSearch={ef})\n")
-    print(f"| items | embtune auto | single p50 ms embtune / faiss | ratio | recall@{k} embtune / faiss "
+    from core.collection.policy import resolve_index_kind
+
+    print(f"\n### embtune vs plain faiss HNSW32 (float vectors in the graph, efSearch={ef})\n")
+    print("What `auto` resolves to: " + "; ".join(f"{row.size:,} → {resolve_index_kind('auto', row.size, 384)[0]}"
+                                               for row in rows) + "\n")
+    print(f"| items | embtune | single p50 ms embtune / faiss | ratio | recall@{k} embtune / faiss "
           f"| build s embtune / faiss | bytes per item embtune / faiss |")
     print("|---:|---|---|---:|---|---|---|")
     for row in rows:
@@ -448,7 +456,7 @@ def print_baselines(rows: list[Baseline], ef: int, k: int, project_to: int) -> N
     print("| | single p50 ms | build hours (2 cores) | memory GiB |")
     print("|---|---:|---:|---:|")
     for name, a_ms, b_ms, build_s, bytes_per in (
-            ("embtune auto", small.ours_ms, large.ours_ms, large.ours_build_s, large.ours_bytes),
+            ("embtune", small.ours_ms, large.ours_ms, large.ours_build_s, large.ours_bytes),
             ("plain HNSW32", small.plain_ms, large.plain_ms, large.plain_build_s, large.plain_bytes)):
         build_h = build_s * project_to / large.size * grow / 3600
         print(f"| {name} | {latency(a_ms, b_ms):.3f} | {build_h:.1f} | {bytes_per * project_to / 2**30:.1f} |")
@@ -481,7 +489,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nprobe-values", type=int_list, default=[8, 16, 32, 64, 128, 256, 512])
     parser.add_argument("--sweep-singles", type=int, default=300, help="one-at-a-time queries per sweep setting")
     parser.add_argument("--baseline", type=int, default=0, metavar="EF",
-                        help="also compare auto with plain faiss HNSW32 at efSearch EF (needs auto in --kinds)")
+                        help="also compare --baseline-kind with plain faiss HNSW32 at efSearch EF")
+    parser.add_argument("--baseline-kind", default="auto", help="the kind compared with plain HNSW32 (in --kinds)")
+    parser.add_argument("--reuse-index", action="store_true",
+                        help="the faiss side searches embtune's own index object instead of building the same "
+                             "factory again (saves a build per kind at 1M; faiss build time then not shown)")
     parser.add_argument("--project-to", type=int, default=10_000_000, help="size the baseline projection is for")
     args = parser.parse_args(argv)
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
@@ -528,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{note}.")
         if args.sweep:
             sweep(f"{title} ({len(base):,})", plain_indexes, queries, truth, args)
-        auto = next((row for row in rows if row.kind == "auto"), None)
+        auto = next((row for row in rows if row.kind == args.baseline_kind), None)
         if args.baseline and auto is not None and title.startswith("synthetic"):
             print(f"{title}: plain HNSW32 baseline", file=sys.stderr, flush=True)
             baselines.append(bench_baseline(base, queries, truth, auto, args.baseline, plain_indexes, args))

@@ -64,8 +64,8 @@ def resolve_index_kind(kind: str, n_items: int, dimension: int) -> tuple[str, di
     kind = (kind or "auto").strip()
     lowered = kind.lower()
     if lowered == "auto":
-        lowered = ("flat" if n_items <= AUTO_FLAT_MAX_ITEMS else "hnsw" if n_items < HNSW_LARGE_FROM_ITEMS
-                   else "hnsw_sq" if n_items <= AUTO_HNSW_MAX_ITEMS else "ivfpq")
+        lowered = ("flat" if n_items <= AUTO_FLAT_MAX_ITEMS else "ivfpq" if n_items > AUTO_HNSW_MAX_ITEMS
+                   else "hnsw_sq" if n_items >= HNSW_LARGE_FROM_ITEMS else "hnsw")
     if lowered == "flat":
         return "Flat", {}
     if lowered == "hnsw":

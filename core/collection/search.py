@@ -120,6 +120,15 @@ def faiss_search(index: faiss.Index, vectors: np.ndarray, k: int,
 def rerank(queries: np.ndarray, stored: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner products of each query with its candidates (rows of ``stored``), best ``k`` first."""
     k = min(k, candidates.shape[1])
+    if len(queries) == 1:  # one query (a user's search): a plain gather + dot, ~12 µs instead of ~90
+        row = candidates[0]
+        valid = row[row >= 0]
+        scores = np.asarray(stored[valid], dtype=np.float32) @ queries[0]
+        order = np.argsort(-scores, kind="stable")[:k]
+        out_scores = np.full((1, k), -np.inf, dtype=np.float32)
+        out_positions = np.full((1, k), -1, dtype=np.int64)
+        out_scores[0, :len(order)], out_positions[0, :len(order)] = scores[order], valid[order]
+        return out_scores, out_positions
     chunk = max(1, min(256, (1 << 24) // max(1, candidates.shape[1] * stored.shape[1])))  # ≤ 64 MB gathered
     out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     out_positions = np.full((len(queries), k), -1, dtype=np.int64)
