@@ -199,19 +199,24 @@ def interleaved_batches(actions: dict[str, Callable[[], object]], rounds: int) -
     return out
 
 
-def interleaved_singles(actions: dict[str, Callable[[int], object]], count: int, budget_s: float
-                        ) -> dict[str, list[float]]:
-    """Per-query latency in ms for query i = 0.. through each action in turn, until ``count`` or the budget."""
+def interleaved_singles(actions: dict[str, Callable[[int], object]], count: int, budget_s: float,
+                        block: int = 50) -> dict[str, list[float]]:
+    """Per-query latency in ms, one query per call, for queries 0.. until ``count`` or the budget.
+
+    Blocks of ``block`` queries: each contender runs the whole block, then the next (the first one rotating), so
+    load drifts hit all alike and no contender finds the graph nodes of a query just searched by another
+    still in cache (query by query, the second and third search of the same query ran warm: ~2× faster)."""
     names = list(actions)
     out: dict[str, list[float]] = {name: [] for name in names}
     deadline = time.perf_counter() + budget_s
-    for position in range(count):
-        order = names if position % 2 == 0 else names[::-1]
-        for name in order:
-            start = time.perf_counter_ns()
-            actions[name](position)
-            out[name].append((time.perf_counter_ns() - start) / 1e6)
-        if time.perf_counter() > deadline and position >= 20:
+    for number, start_at in enumerate(range(0, count, block)):
+        positions = range(start_at, min(count, start_at + block))
+        for name in names[number % len(names):] + names[:number % len(names)]:
+            for position in positions:
+                start = time.perf_counter_ns()
+                actions[name](position)
+                out[name].append((time.perf_counter_ns() - start) / 1e6)
+        if time.perf_counter() > deadline and start_at + block >= 20:
             break
     return out
 
@@ -315,6 +320,8 @@ def bench_dataset(base: np.ndarray, queries: np.ndarray, kinds: Sequence[str], a
             len(queries), args.latency_budget,
         )
         ours.single_ms, plain.single_ms = singles["ours"], singles["plain"]
+        if args.ours_sweep and kind == args.baseline_kind:
+            sweep_ours(collection, queries, truth, args)
         rows.append(Row(kind, factory, params, ours, plain, shared, float(np.percentile(singles["inner"], 50))))
         print(f"  {kind:5s} -> {factory}: built in {ours.build_s:.1f} s (faiss {plain.build_s:.1f} s), "
               f"{ours.qps(len(queries)):.0f} q/s, recall@{k} {ours.recall:.3f}", file=sys.stderr, flush=True)
@@ -462,6 +469,35 @@ def print_baselines(rows: list[Baseline], ef: int, k: int, project_to: int) -> N
         print(f"| {name} | {latency(a_ms, b_ms):.3f} | {build_h:.1f} | {bytes_per * project_to / 2**30:.1f} |")
 
 
+def sweep_ours(collection: object, queries: np.ndarray, truth: np.ndarray, args: argparse.Namespace) -> None:
+    """Single-query p50 and recall through ``Collection.search`` for efSearch × re-rank factor on the very
+    index just measured (what policy.py's constants choose between)."""
+    k = truth.shape[1]
+    chosen = dict(collection.info.search_params)
+    print(f"\n### sweep through embtune ({collection.stats()['index_factory']}, {len(collection):,} items; one "
+          f"query per call, {args.sweep_singles} queries)\n")
+    print(f"| efSearch | re-rank factor | recall@{k} | single p50 ms | single p99 ms "
+          f"| meets ≤ 0.5 ms, ≥ {TARGET_RECALL} |")
+    print("|---:|---:|---:|---:|---:|---|")
+    for ef in args.ef_values:
+        for factor in args.refine_values:
+            collection.info.search_params = {**chosen, "efSearch": ef, "refine_k_factor": factor}
+            singles = min(len(queries), args.sweep_singles)
+            found = np.full((singles, k), -1, dtype=np.int64)
+            times = np.empty(singles)
+            for position in range(singles):
+                start = time.perf_counter_ns()
+                hits = collection.search(queries[position], k)
+                times[position] = (time.perf_counter_ns() - start) / 1e6
+                found[position, :len(hits)] = [int(hit.id) for hit in hits]
+            recall = recall_at_k(found, truth[:singles])
+            p50 = float(np.percentile(times, 50))
+            meets = "yes" if recall >= TARGET_RECALL and p50 <= 0.5 else ""
+            print(f"| {ef} | {factor} | {recall:.4f} | {p50:.3f} | {np.percentile(times, 99):.3f} | {meets} |",
+                  flush=True)
+    collection.info.search_params = chosen
+
+
 def int_list(text: str) -> list[int]:
     return [int(float(part)) for part in text.split(",") if part.strip()]
 
@@ -494,6 +530,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reuse-index", action="store_true",
                         help="the faiss side searches embtune's own index object instead of building the same "
                              "factory again (saves a build per kind at 1M; faiss build time then not shown)")
+    parser.add_argument("--ours-sweep", action="store_true",
+                        help="sweep --ef-values × --refine-values through Collection.search for --baseline-kind")
+    parser.add_argument("--refine-values", type=int_list, default=[1, 2, 3])
     parser.add_argument("--project-to", type=int, default=10_000_000, help="size the baseline projection is for")
     args = parser.parse_args(argv)
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
