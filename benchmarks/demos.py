@@ -1,6 +1,7 @@
 """What serving product search through the Gradio demo costs, against calling core directly.
 
-The demo doubles as a search service (``gradio_client``, ``/compare``). This drives it with N concurrent
+The demo doubles as a search service (``/compare``: a plain HTTP POST to ``/gradio_api/run/compare``, or
+``gradio_client``). This drives it with N concurrent
 clients (default 20) for a fixed time (default 30 s) and prints throughput and p50/p95/p99 latency, then
 does the same with the very same core call (``SideBySideSearch.compare``: model A and model B over the
 collection) from as many threads, so the ratio is the demo's overhead (HTTP, queue, JSON), not the
@@ -12,6 +13,11 @@ Data: the bundled catalogue indexed with the default model in a temporary worksp
 ``--model-b`` (default ``minilm``: a second, different model, so B's side is really encoded — give a
 fine-tuned run's folder to measure two e5-sized models). Queries: the bundled labelled catalogue
 queries, each sent with a running number appended, so no query is answered from the embedding cache.
+
+The clients are plain HTTP POSTs (httpx) by default — what a service integration sends; ``--gradio-client``
+uses ``gradio_client.Client.predict`` instead, whose own client-side work (job submission, event stream) runs
+in this process too and roughly doubles the time at one client. Clients and server share this process and its
+two cores, so the figures are pessimistic for clients on other machines.
 
 Run from the repository root::
 
@@ -32,6 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -72,6 +79,7 @@ def main() -> None:
     parser.add_argument("--model-b", default="minilm")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--no-batching", action="store_true", help="one model call per query (the old demo)")
+    parser.add_argument("--gradio-client", action="store_true", help="clients use gradio_client, not plain HTTP")
     args = parser.parse_args()
 
     from gradio_client import Client
@@ -109,12 +117,18 @@ def main() -> None:
             port = sock.getsockname()[1]
         demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        http = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=64))
         try:
             def via_core(query: str) -> object:
                 return direct.compare(query, "catalogue", model_b=args.model_b, k=args.k)
 
             def via_demo(query: str) -> object:
-                return client.predict(query, "catalogue", "", args.model_b, args.k, api_name="/compare")
+                if args.gradio_client:
+                    return client.predict(query, "catalogue", "", args.model_b, args.k, api_name="/compare")
+                answer = http.post(f"http://127.0.0.1:{port}/gradio_api/run/compare",
+                                   json={"data": [query, "catalogue", "", args.model_b, args.k]})
+                answer.raise_for_status()
+                return answer.json()["data"][0]
 
             for number, warm in enumerate(texts[:8]):  # first HTTP connection, first batches
                 via_core(f"{warm} warm{number}"), via_demo(f"{warm} warm-demo{number}")
@@ -127,13 +141,15 @@ def main() -> None:
                              *np.percentile(core_ms, [50, 95, 99]), len(demo_ms)))
                 print(f"{clients} clients: demo {demo_qps:.1f} q/s, core {core_qps:.1f} q/s", flush=True)
         finally:
+            http.close()
             client.close()
             demo.close()
 
     print()
     print(f"machine: {machine_line()}")
     print(f"{args.seconds:g} s per row and path, k={args.k}, both sides (A = default, B = {args.model_b}), "
-          f"demo queue limit {limit}, {'one model call per query' if args.no_batching else 'batched per model'}; "
+          f"demo queue limit {limit}, {'one model call per query' if args.no_batching else 'batched per model'}, "
+          f"clients {'gradio_client' if args.gradio_client else 'plain HTTP POST'}; "
           f"every query a new text (no cache hits)")
     print("| clients | demo q/s | demo p50 ms | demo p95 ms | demo p99 ms | core q/s | core p50 ms | core p95 ms "
           "| core p99 ms | demo p95 / core p95 | queries |")

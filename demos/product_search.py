@@ -152,7 +152,9 @@ def build_demo(*, workspace: Workspace | None = None, db: Database | None = None
         button.click(show, inputs, outputs, api_name="search")
         query.submit(show, inputs, outputs, api_name=False)
         collection_box.change(refresh_pickers, [collection_box], [model_a_box, model_b_box], api_name=False)
-        gr.api(compare, api_name="compare")
+        # The service call skips gradio's queue (a plain POST answered in a worker thread): concurrent calls meet
+        # in the batching encoders anyway, and the queue's event stream cost more than the search at one client.
+        gr.api(compare, api_name="compare", queue=False)
         gr.api(models, api_name="models")
         gr.api(collections, api_name="collections")
     demo.queue(default_concurrency_limit=concurrency_limit)
