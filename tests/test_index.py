@@ -75,7 +75,8 @@ def test_auto_on_a_large_collection_answers_with_exact_scores_from_compact_codes
     for query, row in zip(exact, hits, strict=True):
         assert all(abs(hit.score - query[int(hit.id[2:])]) < 1e-6 for hit in row)
     top = np.argsort(-exact, axis=1)[:, :10]
-    recall = np.mean([len({int(h.id[2:]) for h in row} & set(t.tolist())) / 10 for row, t in zip(hits, top)])
+    recall = np.mean([len({int(h.id[2:]) for h in row} & set(t.tolist())) / 10
+                      for row, t in zip(hits, top, strict=True)])
     assert recall >= 0.95
 
 

@@ -399,9 +399,10 @@ def test_other_trainer_fields_pass_through_and_ones_embtune_sets_are_refused(run
     assert (plain.weight_decay, plain.max_grad_norm) != (0.05, 0.5)
     assert (tuned.weight_decay, tuned.max_grad_norm) == (0.05, 0.5)
     # the CLI form, one error line each
-    result = run_cli("train", "--data", "x.csv", "--output-dir", str(tmp_path / "o"), "--trainer-arg", "learning_rate=1")
+    output = str(tmp_path / "o")
+    result = run_cli("train", "--data", "x.csv", "--output-dir", output, "--trainer-arg", "learning_rate=1")
     assert result.code == 1 and result.err.strip().splitlines() == [
         "error: training config: trainer_args={'learning_rate': 1} is not allowed: 'learning_rate' is set by "
         "embtune: use learning_rate instead"]
-    result = run_cli("train", "--data", "x.csv", "--output-dir", str(tmp_path / "o"), "--trainer-arg", "wieght_decay=1")
+    result = run_cli("train", "--data", "x.csv", "--output-dir", output, "--trainer-arg", "wieght_decay=1")
     assert result.code == 1 and "'wieght_decay' is not a SentenceTransformerTrainingArguments field" in result.err
