@@ -372,8 +372,15 @@ class RecordsItsNode(EmbedActor):
         super().__init__(*args, **kwargs)
 
     def __call__(self, batch):
-        Path(seen, "embedded-on-" + ray.get_runtime_context().get_node_id()).touch()
-        time.sleep(0.5)  # a tiny model is too fast: the first actor would take every batch before the other starts
+        mine = Path(seen, "embedded-on-" + ray.get_runtime_context().get_node_id())
+        # A tiny model is fast: on a busy machine the first actor used to take every batch before the other one
+        # was ready. After its first batch an actor waits until the other node has embedded one too (bounded: a
+        # node that never does fails the test's own check); the tasks it holds meanwhile leave the rest to the other.
+        if mine.exists():
+            deadline = time.monotonic() + 120
+            while not [p for p in Path(seen).glob("embedded-on-*") if p != mine] and time.monotonic() < deadline:
+                time.sleep(0.05)
+        mine.touch()
         return super().__call__(batch)
 
 
