@@ -152,7 +152,7 @@ class SideBySideSearch:
                                                  index_kind=stored.info.index_kind, model_spec=embedder.spec,
                                                  show_progress=False)
             with self._guard:
-                self._batchers.setdefault(id(prepared), QueryBatcher(prepared.embedder))
+                self._batchers[id(prepared)] = QueryBatcher(prepared.embedder)  # a new prepared side: its own worker
                 self._prepared[key] = prepared
             return prepared
 
