@@ -80,12 +80,10 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "catalogue-anchor1000-1ep-7e-5-s100-notypos": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "7e-5",
                                                               "--augment-typos", "0", "--loss-scale", "100",
                                                               "--similarity-anchor", "1000"]),
-    "catalogue-anchor3000-1ep-7e-5-s100-notypos": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "7e-5",
-                                                              "--augment-typos", "0", "--loss-scale", "100",
-                                                              "--similarity-anchor", "3000"]),
-    "catalogue-anchor10000-1ep-7e-5-s100-notypos": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "7e-5",
-                                                               "--augment-typos", "0", "--loss-scale", "100",
-                                                               "--similarity-anchor", "10000"]),
+    # session 10: heavier anchors at lr 7e-5 (they end exactly where anchor 1000 did: the weight saturates)
+    **{f"catalogue-anchor{weight}-1ep-7e-5-s100-notypos": ("scored", [
+        *CATALOGUE, *MNRL, "--epochs", "1", "--lr", "7e-5", "--augment-typos", "0", "--loss-scale", "100",
+        "--similarity-anchor", str(weight)]) for weight in (3000, 10000)},
     "catalogue-mnrl-4ep-1e-4 (README)": ("scored", [*CATALOGUE, *MNRL, "--epochs", "4", "--lr", "1e-4",
                                                     "--augment-typos", "1"]),
     "catalogue-mnrl-2ep-5e-5-negatives": ("triplets", [*CATALOGUE, *MNRL, "--epochs", "2", "--lr", "5e-5",
