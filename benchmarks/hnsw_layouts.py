@@ -22,7 +22,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 from _common import cpu_report, cpu_snapshot, machine_line
-from search import synthetic
+from search import int_list, recall_at_k, synthetic, training_sample
 
 
 def build(spec: str, base: np.ndarray, cache: Path) -> tuple[faiss.Index, np.ndarray, float]:
@@ -31,37 +31,40 @@ def build(spec: str, base: np.ndarray, cache: Path) -> tuple[faiss.Index, np.nda
     factory, _, rest = spec.partition("@")
     clustered = rest.endswith("+sorted")
     ef_construction = int(rest.removesuffix("+sorted") or 0)
+    path = cache / f"{spec.replace(',', '_').replace('@', '_').replace('+', '_')}-{len(base)}.faissindex"
+    order_path = path.with_suffix(".order.npy")  # kept with the index: a cached graph is only valid with its order
+    if path.exists() and (order_path.exists() or not clustered):
+        return faiss.read_index(str(path)), np.load(order_path) if clustered else np.arange(len(base)), float("nan")
     order = np.arange(len(base))
     if clustered:  # rows of one k-means cluster next to each other in memory
         kmeans = faiss.Kmeans(base.shape[1], 1024, niter=10, seed=1, spherical=True)
         kmeans.train(base[np.random.default_rng(0).choice(len(base), min(len(base), 100_000), replace=False)])
         order = np.argsort(kmeans.index.search(base, 1)[1][:, 0], kind="stable")
-    path = cache / f"{spec.replace(',', '_').replace('@', '_').replace('+', '_')}-{len(base)}.faissindex"
-    if path.exists():
-        return faiss.read_index(str(path)), order, float("nan")
     index = faiss.index_factory(base.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if ef_construction:
         faiss.downcast_index(index).hnsw.efConstruction = ef_construction
     started = time.perf_counter()
-    index.train(base[np.random.default_rng(0).choice(len(base), min(len(base), 262_144), replace=False)])
+    index.train(training_sample(base))  # the sample embtune's own builds train on
     index.add(base[order])
     seconds = time.perf_counter() - started
+    if clustered:
+        np.save(order_path, order)
     faiss.write_index(index, str(path) + ".tmp")
     os.replace(str(path) + ".tmp", path)
     return index, order, seconds
 
 
 def search_p50(index: faiss.Index, order: np.ndarray, base: np.ndarray, queries: np.ndarray, params: object,
-               fetch: int) -> tuple[float, list[np.ndarray]]:
+               fetch: int) -> tuple[float, np.ndarray]:
     """One query per call, the ``fetch`` candidates re-ranked by exact inner product; p50 ms and the top 10s."""
-    times, found = [], []
-    for query in queries:
+    times, found = [], np.full((len(queries), 10), -1, dtype=np.int64)
+    for row, query in enumerate(queries):
         started = time.perf_counter()
         _, ids = index.search(query[None], fetch, params=params)
         candidates = order[ids[0][ids[0] >= 0]]
         top = candidates[np.argsort(-(base[candidates] @ query))[:10]]
         times.append(time.perf_counter() - started)
-        found.append(top)
+        found[row, :len(top)] = top
     return float(np.median(times) * 1e3), found
 
 
@@ -94,19 +97,19 @@ def main() -> None:
         index, order, seconds = build(spec, base, args.cache)
         faiss.omp_set_num_threads(1)
         if "IVF" in spec:
-            settings = [(f"nprobe {p}", faiss.SearchParametersIVF(nprobe=int(p)))
-                        for p in args.nprobe_values.split(",")]
+            settings = [(f"nprobe {p}", faiss.SearchParametersIVF(nprobe=p))
+                        for p in int_list(args.nprobe_values)]
         else:
-            settings = [(f"efSearch {e}" + (f", visited hash set below {t}" if t != "10000000" else ""),
-                         (faiss.SearchParametersHNSW(efSearch=int(e)), int(t)))
-                        for t in args.visited_thresholds.split(",") for e in args.ef_values.split(",")]
+            settings = [(f"efSearch {e}" + (f", visited hash set below {t}" if t != 10_000_000 else ""),
+                         (faiss.SearchParametersHNSW(efSearch=e), t))
+                        for t in int_list(args.visited_thresholds) for e in int_list(args.ef_values)]
         for label, params in settings:
             if isinstance(params, tuple):
                 params, threshold = params
                 faiss.cvar.visited_table_hashset_threshold = threshold
-            for refine in (int(r) for r in args.refine_values.split(",")):
+            for refine in int_list(args.refine_values):
                 p50, found = search_p50(index, order, base, queries, params, 10 * refine)
-                recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+                recall = recall_at_k(found, truth)
                 key = (label, refine)
                 if number == 0:
                     reference[key] = p50
