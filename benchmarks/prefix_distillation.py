@@ -18,6 +18,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -26,10 +27,9 @@ from sentence_transformers import SentenceTransformer
 
 from core.data.split import split_by_group
 from core.data.training_data import group_column_for, load_training_data, retrieval_set_for
-from core.embedders import load_embedder
-from core.evaluation import compare_results, evaluate_retrieval, load_retrieval_set
+from core.evaluation import evaluate_retrieval
 from core.training.config import TrainingConfig
-from core.training.measure import as_embedder
+from core.training.measure import as_embedder, forgetting_check
 
 PREFIXES = (256, 128, 64)
 
@@ -94,17 +94,14 @@ def main() -> None:
     student.eval()
     test = retrieval_set_for(splits.test, data.corpus, "test")
     widths = [teacher.get_embedding_dimension(), *PREFIXES]
-    general = load_retrieval_set(config.forgetting_data)
-    base = evaluate_retrieval(load_embedder(config.model, device="cpu", fallback=False, cache=False), general)
     print("\n| model | " + " | ".join(f"NDCG@10 at {w}" for w in widths) + " | forgetting (points, 95 % CI) |")
     print("|---|" + "---:|" * len(widths) + "---|")
     for name, model in (("first stage (teacher)", teacher), ("+ prefix distillation", student)):
         embedder = as_embedder(model, name)
         scores = evaluate_retrieval(embedder, test, dimensions=widths).metrics
-        [kept] = [c for c in compare_results(base, evaluate_retrieval(embedder, general), metrics=("ndcg@10",))
-                  if c.dimension == max(base.dimensions)]
+        kept = forgetting_check(SimpleNamespace(warnings=[]), config, embedder, "cpu")  # the gate's own measure
         print(f"| {name} | " + " | ".join(f"{scores[f'dim_{w}_ndcg@10']:.4f}" for w in widths) +
-              f" | {kept.delta * 100:+.2f} [{kept.ci_low * 100:+.2f}, {kept.ci_high * 100:+.2f}] |")
+              f" | {kept['delta'] * 100:+.2f} [{kept['ci_low'] * 100:+.2f}, {kept['ci_high'] * 100:+.2f}] |")
     print(f"\n# {cpu_report(before)}")
 
 
