@@ -50,6 +50,7 @@ VARIANTS = {
     "cached-s50": {"loss": "cached_mnrl", "batch_size": 128, "mini_batch_size": 32, "loss_scale": 50.0},
     "torchrun": {},  # the full fine-tune, launched as 2 processes
     "recipe": {},  # the pairs recipe exactly as `embtune train` resolves it with no flags (core.training.recipes)
+    "recipe-lr7e-5": {"learning_rate": 7e-5},  # the recipe with one value changed
 }
 
 
@@ -98,9 +99,9 @@ def run_process(command: list[str], env: dict[str, str], log: Path) -> tuple[flo
 
 def train_variant(name: str, train_file: Path, args: argparse.Namespace) -> tuple[dict, float, float, float]:
     """Write the variant's TrainingConfig, train it in a fresh process, return its run record."""
-    if name == "recipe":  # loss, scale, anchor, epochs, lr, batch and dimensions: the recipe's
+    if name.startswith("recipe"):  # loss, scale, anchor, epochs, lr, batch and dimensions: the recipe's
         settings: dict = {"loss": "auto", "matryoshka_dims": None, "epochs": None, "batch_size": None,
-                          "learning_rate": None}
+                          "learning_rate": None, **VARIANTS[name]}
     else:
         settings = {"loss": "mnrl", "matryoshka_dims": DIMS, "epochs": args.epochs, "batch_size": 32,
                     "learning_rate": 4e-5, **VARIANTS[name]}

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from core.embedders.backends import (
+    INT8_DOT_PRODUCT_FLAGS,
     Backend,
     backend_spec,
     export_backend,
     exported_file,
+    int8_dot_product_support,
     parse_backend,
     require_engine,
     serving_folder,
@@ -131,6 +133,10 @@ def export_model(
         warnings.append(f"--calibration is only used by openvino int8 ({backend.name} needs none): ignored")
     if data is None and run is None:
         warnings.append("no --data and no run: evaluated on the bundled catalogue's labelled queries")
+    if backend.quantize and int8_dot_product_support() is False:
+        warnings.append(f"this CPU has no int8 dot-product instructions ({', '.join(INT8_DOT_PRODUCT_FLAGS)}): "
+                        f"{backend.name} usually runs slower than fp32 on it; serve the int8 files on a CPU that has "
+                        f"them, or export --format {backend.engine} without --quantize here")
 
     original = load_embedder(model_spec, device="cpu", fallback=False, cache=False)
     folder = Path(resolved.location) if resolved.kind == "path" else \

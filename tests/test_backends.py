@@ -87,6 +87,30 @@ def test_backend_names_parse_and_unknown_ones_are_refused() -> None:
             parse_backend(bad, quantize)
 
 
+# Flag lines as Linux prints them: an AVX2-only EPYC (this project's CI machine) and a Xeon with AVX-512 VNNI and AMX.
+AVX2_ONLY_FLAGS = ("flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx "
+                   "fxsr sse sse2 ht syscall nx mmxext fxsr_opt pdpe1gb rdtscp lm rep_good nopl cpuid extd_apicid "
+                   "tsc_known_freq pni pclmulqdq ssse3 fma cx16 sse4_1 sse4_2 x2apic movbe popcnt aes xsave avx f16c "
+                   "rdrand hypervisor lahf_lm cmp_legacy cr8_legacy abm sse4a misalignsse 3dnowprefetch osvw "
+                   "topoext ssbd ibrs ibpb stibp vmmcall fsgsbase bmi1 avx2 smep bmi2 erms invpcid rdseed adx smap "
+                   "clflushopt clwb sha_ni xsaveopt xsavec xgetbv1 xsaves clzero xsaveerptr wbnoinvd arat umip vaes "
+                   "vpclmulqdq rdpid fsrm\n")
+VNNI_FLAGS = ("flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep avx f16c avx2 bmi2 avx512f avx512dq avx512cd "
+              "avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8\n")
+
+
+def test_int8_support_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    from core.embedders.backends import cpu_quantization_config, int8_dot_product_support
+
+    avx2, vnni = tmp_path / "avx2", tmp_path / "vnni"
+    avx2.write_text(AVX2_ONLY_FLAGS * 2)
+    vnni.write_text(VNNI_FLAGS * 2)
+    assert int8_dot_product_support(avx2) is False
+    assert int8_dot_product_support(vnni) is True
+    assert int8_dot_product_support(tmp_path / "missing") is None  # not Linux: unknown, never a false warning
+    assert cpu_quantization_config() in ("avx512_vnni", "avx512", "avx2", "arm64")
+
+
 def test_backend_prefix_round_trips_through_a_spec() -> None:
     from core.embedders.backends import backend_spec, split_backend_spec
 
@@ -243,6 +267,11 @@ def test_export_bundled_model_evaluates_it_against_torch_and_records_it(export_f
     assert "× torch" in result.out
     if backend == "openvino-int8":
         assert f"calibrated on {calibration}" in result.out
+    # int8 on a CPU without int8 dot-product instructions is slower than fp32: the export says so
+    from core.embedders.backends import int8_dot_product_support
+
+    warned = "no int8 dot-product instructions" in result.err
+    assert warned == (quantize is not None and int8_dot_product_support() is False), result.err
     models = Workspace.open(workspace_dir).models_dir
     assert list(models.glob(f"bundled-*/{export_format}/*.xml" if export_format == "openvino"
                             else f"bundled-*/{export_format}/*.onnx"))

@@ -311,14 +311,30 @@ def _export_onnx(folder: Path, staging: Path) -> None:
     _move_in(staging, folder, ONNX_OPTIMIZED_FILE)
 
 
+# Instructions that multiply int8 vectors in one step (x86 VNNI and AMX, Arm's dot product). Without them an int8
+# graph widens every product itself and runs slower than fp32 (docs/benchmarks.md: 0.5-0.6x on an AVX2-only EPYC).
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty where the file cannot be read)."""
+    try:
+        return set(cpuinfo.read_text().split())
+    except OSError:
+        return set()
+
+
+def int8_dot_product_support(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this CPU has int8 dot-product instructions; None where the flags cannot be read (not Linux)."""
+    flags = cpu_flags(cpuinfo)
+    return bool(flags & set(INT8_DOT_PRODUCT_FLAGS)) if flags else None
+
+
 def cpu_quantization_config() -> str:
     """The dynamic int8 preset that fits this CPU (``avx512_vnni`` where it has VNNI)."""
     if platform.machine().lower() in ("arm64", "aarch64"):
         return "arm64"
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        flags = set()
+    flags = cpu_flags()
     for preset, flag in (("avx512_vnni", "avx512_vnni"), ("avx512", "avx512f")):
         if flag in flags:
             return preset
