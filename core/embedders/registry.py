@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.embedders.e5_convert import convert_e5
+
 DEFAULT_MODEL = "default"
 # Where the converted default lives; tests point every workspace at one converted copy through it.
 ENV_CONVERTED_MODELS = "EMBTUNE_CONVERTED_MODELS"
@@ -74,8 +76,6 @@ class KnownModel:
         source = self.package_path()
         if source is None or not build:
             return None
-        from core.embedders.e5_convert import convert_e5
-
         folder.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(folder.parent / f".{folder.name}.lock"):
             if not (folder / "modules.json").is_file():
