@@ -45,12 +45,14 @@ DIMS = [384, 256, 128, 64]
 MEDQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "medquad"
 VARIANTS = {
     "full": {},
+    "plain": {"similarity_anchor": 0.0},  # "full" as sessions 2-3 ran it, before the recipe's similarity anchor
     "lora": {"lora": True, "lora_r": 16, "lora_alpha": 32, "learning_rate": 5e-4},
     "cached": {"loss": "cached_mnrl", "batch_size": 128, "mini_batch_size": 32},
     "cached-s50": {"loss": "cached_mnrl", "batch_size": 128, "mini_batch_size": 32, "loss_scale": 50.0},
     "torchrun": {},  # the full fine-tune, launched as 2 processes
     "recipe": {},  # the pairs recipe exactly as `embtune train` resolves it with no flags (core.training.recipes)
-    "recipe-lr7e-5": {"learning_rate": 7e-5},  # the recipe with one value changed
+    "recipe-lr7e-5": {"learning_rate": 7e-5},  # the recipe with one or two values changed
+    "recipe-lr7e-5-w64": {"learning_rate": 7e-5, "matryoshka_dims": DIMS, "matryoshka_weights": [1, 1, 1, 2]},
 }
 
 
@@ -106,7 +108,8 @@ def train_variant(name: str, train_file: Path, args: argparse.Namespace) -> tupl
         settings = {"loss": "mnrl", "matryoshka_dims": DIMS, "epochs": args.epochs, "batch_size": 32,
                     "learning_rate": 4e-5, **VARIANTS[name]}
     config = TrainingConfig(
-        data=str(train_file), output_dir=str(args.out / name), max_seq_length=args.max_seq_length, test_fraction=0.0,
+        model=args.model, data=str(train_file), output_dir=str(args.out / name), max_seq_length=args.max_seq_length,
+        test_fraction=0.0,
         validation_fraction=0.1, group_by="focus", forgetting_data=args.forgetting_data, run_name=name,
         test_data=str(args.dev_folder), overwrite=True, device="cpu", **settings,
     )
@@ -130,6 +133,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--out", type=Path, default=Path("/tmp/embtune-medical-bench"))
     parser.add_argument("--variants", default="full,lora", help=f"comma separated: {', '.join(VARIANTS)}")
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--model", default="default", help="the base model every variant starts from (e.g. minilm)")
+    parser.add_argument("--compare-with", type=Path, default=None,
+                        help="another fine-tuned model folder: each variant is compared with it, paired per query")
     parser.add_argument("--max-seq-length", type=int, default=128,
                         help="answers average ~790 characters; 128 tokens keeps an epoch near 5 min on 2 cores")
     parser.add_argument("--max-pairs", type=int, default=0, help="use only the first N training pairs (smoke run)")
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         dev = small_dev(dev, args.dev_queries)
         args.dev_folder = args.out / "dev"
         dev.write_folder(args.dev_folder)
-    base = evaluate_retrieval(load_embedder("default", cache=False), dev, dimensions=DIMS)
+    base = evaluate_retrieval(load_embedder(args.model, cache=False), dev, dimensions=DIMS)
     report: dict[str, object] = {"base": base.metrics, "dev": {"queries": len(dev.queries),
                                                                "answers": len(dev.corpus)}}
     lines = [f"# MedQuAD dev ({len(dev.queries)} queries, {len(dev.corpus)} answers): base → fine-tuned", ""]
@@ -203,6 +209,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             comparisons = compare_results(tuned_results["full"], tuned_results[other], metrics=("ndcg@10",),
                                           resamples=2000)
             lines += [f"## full → {other}", "", comparison_table(comparisons, ("ndcg@10",), "full", other), ""]
+    if args.compare_with is not None:  # e.g. MiniLM's fine-tune against the default's, on the same queries
+        other = evaluate_retrieval(load_embedder(str(args.compare_with), cache=False, reuse=False), dev,
+                                   dimensions=DIMS)
+        label = args.compare_with.name
+        for name, tuned in tuned_results.items():
+            comparisons = compare_results(other, tuned, metrics=("ndcg@10",), resamples=2000)
+            lines += [f"## {args.compare_with} → {name}", "",
+                      comparison_table(comparisons, ("ndcg@10",), label, name), ""]
     text = "\n".join(lines)
     print(text)
     (args.out / "medical_matryoshka.md").write_text(text, encoding="utf-8")
