@@ -312,7 +312,7 @@ def _export_onnx(folder: Path, staging: Path) -> None:
 
 
 # Instructions that multiply int8 vectors in one step (x86 VNNI and AMX, Arm's dot product). Without them an int8
-# graph widens every product itself and runs slower than fp32 (docs/benchmarks.md: 0.5-0.6x on an AVX2-only EPYC).
+# graph widens every product itself and runs at about half fp32's speed (docs/benchmarks.md, an AVX2-only EPYC).
 INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 
 
