@@ -31,6 +31,7 @@ import pandas as pd
 
 from core.embedders import load_embedder
 from core.evaluation import (
+    EvaluationResult,
     RetrievalSet,
     compare_results,
     comparison_table,
@@ -51,7 +52,7 @@ VARIANTS = {
     "cached-s50": {"loss": "cached_mnrl", "batch_size": 128, "mini_batch_size": 32, "loss_scale": 50.0},
     "torchrun": {},  # the full fine-tune, launched as 2 processes
     "recipe": {},  # the pairs recipe exactly as `embtune train` resolves it with no flags (core.training.recipes)
-    "recipe-lr7e-5": {"learning_rate": 7e-5},  # the recipe with one or two values changed
+    "recipe-lr7e-5": {"learning_rate": 7e-5},  # recipe-*: the recipe with the values given here changed
     "recipe-lr7e-5-w64": {"learning_rate": 7e-5, "matryoshka_dims": DIMS, "matryoshka_weights": [1, 1, 1, 2]},
 }
 
@@ -99,6 +100,12 @@ def run_process(command: list[str], env: dict[str, str], log: Path) -> tuple[flo
     return seconds, peak / 2**30, sum(cpu.values())
 
 
+def paired_section(title: str, label_a: str, a: EvaluationResult, label_b: str, b: EvaluationResult) -> list[str]:
+    """Two fine-tunes on the same dev queries: NDCG@10 per dimension, the difference paired per query."""
+    comparisons = compare_results(a, b, metrics=("ndcg@10",), resamples=2000)
+    return [f"## {title}", "", comparison_table(comparisons, ("ndcg@10",), label_a, label_b), ""]
+
+
 def train_variant(name: str, train_file: Path, args: argparse.Namespace) -> tuple[dict, float, float, float]:
     """Write the variant's TrainingConfig, train it in a fresh process, return its run record."""
     if name.startswith("recipe"):  # loss, scale, anchor, epochs, lr, batch and dimensions: the recipe's
@@ -109,9 +116,8 @@ def train_variant(name: str, train_file: Path, args: argparse.Namespace) -> tupl
                     "learning_rate": 4e-5, **VARIANTS[name]}
     config = TrainingConfig(
         model=args.model, data=str(train_file), output_dir=str(args.out / name), max_seq_length=args.max_seq_length,
-        test_fraction=0.0,
-        validation_fraction=0.1, group_by="focus", forgetting_data=args.forgetting_data, run_name=name,
-        test_data=str(args.dev_folder), overwrite=True, device="cpu", **settings,
+        test_fraction=0.0, validation_fraction=0.1, group_by="focus", forgetting_data=args.forgetting_data,
+        run_name=name, test_data=str(args.dev_folder), overwrite=True, device="cpu", **settings,
     )
     config_file = args.out / f"{name}.json"
     config_file.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
@@ -206,17 +212,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         lines.append("")
     if "full" in tuned_results:
         for other in [name for name in tuned_results if name != "full"]:
-            comparisons = compare_results(tuned_results["full"], tuned_results[other], metrics=("ndcg@10",),
-                                          resamples=2000)
-            lines += [f"## full → {other}", "", comparison_table(comparisons, ("ndcg@10",), "full", other), ""]
+            lines += paired_section(f"full → {other}", "full", tuned_results["full"], other, tuned_results[other])
     if args.compare_with is not None:  # e.g. MiniLM's fine-tune against the default's, on the same queries
-        other = evaluate_retrieval(load_embedder(str(args.compare_with), cache=False, reuse=False), dev,
-                                   dimensions=DIMS)
-        label = args.compare_with.name
+        reference = evaluate_retrieval(load_embedder(str(args.compare_with), cache=False, reuse=False), dev,
+                                       dimensions=DIMS)
         for name, tuned in tuned_results.items():
-            comparisons = compare_results(other, tuned, metrics=("ndcg@10",), resamples=2000)
-            lines += [f"## {args.compare_with} → {name}", "",
-                      comparison_table(comparisons, ("ndcg@10",), label, name), ""]
+            lines += paired_section(f"{args.compare_with} → {name}", args.compare_with.name, reference, name, tuned)
     text = "\n".join(lines)
     print(text)
     (args.out / "medical_matryoshka.md").write_text(text, encoding="utf-8")
