@@ -53,6 +53,7 @@ VARIANTS = {
     "torchrun": {},  # the full fine-tune, launched as 2 processes
     "recipe": {},  # the pairs recipe exactly as `embtune train` resolves it with no flags (core.training.recipes)
     "recipe-lr7e-5": {"learning_rate": 7e-5},  # recipe-*: the recipe with the values given here changed
+    "recipe-lr1e-4": {"learning_rate": 1e-4},
     "recipe-lr7e-5-w64": {"learning_rate": 7e-5, "matryoshka_dims": DIMS, "matryoshka_weights": [1, 1, 1, 2]},
 }
 

@@ -14,8 +14,10 @@ is the candidate that is *better* at every dimension and passes the forgetting t
     python benchmarks/recipes.py --model minilm --max-steps 4 --out /tmp/r  # smoke run
 
 Triplets are trained by the same in-batch loss as pairs (MNRL reads a third column as a hard
-negative): the catalogue with ``--hard-negatives 3`` stands for them. Classes have one loss
-(batch-all triplet) and no retrieval split to gate on.
+negative): the catalogue with ``--hard-negatives 3`` stands for them. Classes stand as the
+catalogue's products labelled by their category (text, label; written into ``--out``); they hold no
+queries, so those runs are gated on every labelled catalogue query (``--test-data bundled:catalogue``,
+none of which they train on) and on the forgetting set.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from _common import cpu_report, cpu_snapshot, machine_line
 
 MEDQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "medquad"
 CATALOGUE = ["--data", "bundled:catalogue"]
+CLASSES_FILE = "catalogue_classes.csv"
+CLASSES = ["--data", CLASSES_FILE, "--test-data", "bundled:catalogue"]
 OLD_DEFAULT = ["--loss", "cosent", "--epochs", "1", "--lr", "2e-5", "--batch-size", "16", "--matryoshka-dims", "none",
                "--augment-typos", "0"]
 MNRL = ["--loss", "mnrl", "--batch-size", "32", "--matryoshka-dims", "384,256,128,64"]
@@ -88,6 +92,14 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
                                                     "--augment-typos", "1"]),
     "catalogue-mnrl-2ep-5e-5-negatives": ("triplets", [*CATALOGUE, *MNRL, "--epochs", "2", "--lr", "5e-5",
                                                        "--hard-negatives", "3"]),
+    "catalogue-recipe-negatives (the recipe + 3 mined hard negatives per pair)": (
+        "triplets", [*CATALOGUE, "--hard-negatives", "3"]),
+    # classes: the catalogue's products by category (CLASSES_FILE is written into --out)
+    "classes-recipe (no flags but the test data)": ("classes", [*CLASSES]),
+    **{f"classes-{loss.replace('_', '-')}-3ep-5e-5": ("classes", [*CLASSES, "--loss", loss, "--epochs", "3",
+                                                                  "--lr", "5e-5"])
+       for loss in ("batch_all_triplet", "batch_hard_triplet", "batch_semi_hard_triplet",
+                    "batch_hard_soft_margin_triplet")},
     "medquad-mnrl": ("pairs", ["--data", str(MEDQUAD / "train_pairs.csv"), *MNRL, "--epochs", "1", "--lr", "4e-5",
                                "--test-data", str(MEDQUAD), "--test-fraction", "0", "--group-by", "focus"]),
     "medquad-cached-s50": ("pairs", ["--data", str(MEDQUAD / "train_pairs.csv"), "--loss", "cached_mnrl",
@@ -98,12 +110,24 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
 DEFAULT_SET = [name for name in CANDIDATES if name.startswith("catalogue-") and "negatives" not in name]
 
 
+def write_classes_file(out: Path) -> Path:
+    """The catalogue's products as classes data: the indexed text (the name) labelled by its category."""
+    from core.data.bundled import CATALOGUE_PRODUCTS
+    from core.data.formats import read_table
+
+    frame = read_table(CATALOGUE_PRODUCTS)
+    path = out / CLASSES_FILE
+    frame.rename(columns={"name": "text", "category": "label"})[["text", "label"]].to_csv(path, index=False)
+    return path
+
+
 def slug(name: str) -> str:
     return name.split(" ")[0]
 
 
 def train_candidate(name: str, args: argparse.Namespace) -> dict:
     data_format, flags = CANDIDATES[name]
+    flags = [str(write_classes_file(args.out)) if flag == CLASSES_FILE else flag for flag in flags]
     folder = args.out / slug(name)
     record_file = folder / "embtune_run.json"
     if not (args.evaluate_only and record_file.is_file()):

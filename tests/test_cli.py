@@ -162,8 +162,15 @@ def test_check_setup_fails_on_unreachable_database(run_cli) -> None:
     assert any(line.startswith("✗ database") for line in result.out.splitlines())
 
 
+@pytest.mark.parametrize(("kind", "message"), [
+    ("HNSW_not_a_kind", "index kind 'HNSW_not_a_kind' is neither auto/flat/hnsw/ivf nor a faiss factory string "
+                        "(nor hnsw_sq, ivfpq): could not parse HNSW code description not_a_kind"),
+    ("IVF4096,Flat", "index kind 'IVF4096,Flat' trains 4096 IVF lists and the collection has"),  # faiss: after
+    ("IVF2,PQ8", "index kind 'IVF2,PQ8' trains 256 PQ codes per sub-quantizer"),               # the embedding
+])
 def test_a_wrong_index_kind_is_refused_before_anything_is_embedded(run_cli, items_csv: Path, workspace_dir: Path,
-                                                                    tiny_model_dir: Path, monkeypatch) -> None:
+                                                                    tiny_model_dir: Path, monkeypatch, kind: str,
+                                                                    message: str) -> None:
     from core.embedders.text import TextEmbedder
 
     def embedding_started(*args, **kwargs):
@@ -171,9 +178,17 @@ def test_a_wrong_index_kind_is_refused_before_anything_is_embedded(run_cli, item
 
     monkeypatch.setattr(TextEmbedder, "encode_document", embedding_started)
     line = one_error_line(run_cli("index", str(items_csv), "--collection", "kinds", "--text-column", "name",
-                                  "--model", str(tiny_model_dir), "--index-kind", "HNSW_not_a_kind"))
-    assert "index kind 'HNSW_not_a_kind' is neither auto/flat/hnsw/ivf nor a faiss factory string" in line
+                                  "--model", str(tiny_model_dir), "--index-kind", kind))
+    assert message in line and "faiss::" not in line  # faiss's words, not its C++ signature
     assert not (workspace_dir / "collections" / "kinds").exists()
+
+
+def test_a_device_no_machine_has_is_refused_before_a_run_is_recorded(run_cli, tiny_model_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    line = one_error_line(run_cli("train", "--data", "bundled:catalogue", "--model", str(tiny_model_dir),
+                                  "--output-dir", str(tmp_path / "out"), "--device", "tpu"))
+    assert "'tpu' is not a device: use auto, cpu, cuda, cuda:N or mps" in line
+    assert json.loads(run_cli("runs", "--json").out) == [] and not (tmp_path / "out").exists()
 
 
 def test_an_output_dir_that_is_a_file_is_refused_before_training(run_cli, tmp_path: Path, workspace_dir: Path,

@@ -261,8 +261,9 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path, tiny_model_di
         ([["query", "item", "score"]] + [[f"{w} {i}", f"{w} x {i}", str((i % 2) * 1.0)]
                                          for i, w in enumerate(WORDS * 3)], "contrastive", "scored"),
         ([["text", "label"]] + [[f"{w} {i}", w] for i, w in enumerate(WORDS * 4)], "auto", "classes"),
+        ([["text", "label"]] + [[f"{w} {i}", w] for i, w in enumerate(WORDS * 4)], "batch_hard_triplet", "classes"),
     ],
-    ids=["triplet", "cached-mnrl", "cosent-auto", "contrastive", "batch-all-triplet"],
+    ids=["triplet", "cached-mnrl", "cosent-auto", "contrastive", "batch-all-triplet", "batch-hard-triplet"],
 )
 def test_each_loss_trains_on_its_format(tmp_path: Path, tiny_model_dir: Path, rows, loss: str,
                                         data_format: str) -> None:
@@ -277,6 +278,35 @@ def test_each_loss_trains_on_its_format(tmp_path: Path, tiny_model_dir: Path, ro
     base = load_embedder(str(tiny_model_dir), device="cpu", cache=False)
     sample = [rows[1][0], rows[2][0]]
     assert not np.allclose(tuned.encode(sample), base.encode(sample), atol=1e-4)
+
+
+def test_a_classes_run_is_gated_on_its_test_data_and_the_forgetting_set(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Classes have no queries to hold out: given --test-data, the run is measured and gated on it, and the
+    forgetting check runs as for any other format; without it nothing is proven."""
+    classes = write_csv(tmp_path / "classes.csv", [["text", "label"]] + [[f"{w} {i}", w]
+                                                                          for i, w in enumerate(WORDS * 4)])
+    held_out = write_csv(tmp_path / "held_out.csv", [["query", "item", "score"]] + [
+        [f"{w} query {i}", f"{w} {i}", "1"] for i, w in enumerate(WORDS * 2)])
+    general = write_csv(tmp_path / "general.csv", [["query", "item", "score"]] + [
+        [f"about {w} {i}", f"a text on {w} number {i}", "1"] for i, w in enumerate(WORDS * 2)])
+    gated = train(config(tmp_path, tiny_model_dir, data=str(classes), test_data=str(held_out),
+                         forgetting_check=True, forgetting_data=str(general)), show_progress=False)
+    assert gated.data_format == "classes" and gated.before_after and gated.forgetting
+    assert gated.gate["queries"] == len(WORDS) * 2 and gated.gate["forgetting"]["data"] == "general"
+    assert not gated.gate["reason"].startswith("no held-out comparison")
+    ungated = train(config(tmp_path, tiny_model_dir, data=str(classes), output_dir=str(tmp_path / "no-test")),
+                    show_progress=False)
+    assert ungated.status == "not proven" and ungated.gate["reason"].startswith("no held-out comparison")
+
+
+def test_the_config_names_every_loss_a_format_can_use() -> None:
+    """The config's accepted losses and the table that builds them are two lists: they must not drift."""
+    from typing import get_args
+
+    from core.training.losses import LOSSES_BY_FORMAT
+
+    accepted = set(get_args(TrainingConfig.model_fields["loss"].annotation)) - {"auto"}
+    assert accepted == {loss for losses in LOSSES_BY_FORMAT.values() for loss in losses}
 
 
 def test_hugging_face_dataset_folder_and_stored_labels_are_sources(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -331,15 +331,12 @@ class Collection:
 
     # -- persistence ------------------------------------------------------------------------
 
-
-    # -- persistence ------------------------------------------------------------------------
-
     def save(self, path: str | Path, *, progress: ProgressCallback | None = None) -> Path:
         """Write the collection as a new generation, then switch the manifest to it atomically."""
+        index = self._ensure_index() if self._ids else None  # built first: a failure leaves no folder behind
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         generation, names = generation_files(folder, at_least=self.info.generation)
-        index = self._ensure_index() if self._ids else None
         with ProgressReporter("save collection", 3, callback=progress) as reporter:
             if index is not None:
                 with atomic_path(folder / names["index"]) as tmp:

@@ -89,8 +89,9 @@ def resolve_index_kind(kind: str, n_items: int, dimension: int) -> tuple[str, di
     except RuntimeError as exc:
         raise CollectionError(
             f"index kind {kind!r} is neither auto/flat/hnsw/ivf nor a faiss factory string (nor hnsw_sq, ivfpq): "
-            f"{str(exc).strip().splitlines()[-1][:120]}"
+            f"{faiss_reason(exc)}"
         ) from exc
+    _check_trainable(kind, n_items)
     params: dict[str, int] = {}
     ivf = re.match(r"^(?:[^,]*,)?IVF(\d+)", kind)
     if ivf:
@@ -98,6 +99,25 @@ def resolve_index_kind(kind: str, n_items: int, dimension: int) -> tuple[str, di
     if re.search(r"(^|,)(RFlat|Refine\()", kind):
         params["k_factor"] = REFINE_K_FACTOR
     return kind, params
+
+
+def faiss_reason(exc: Exception) -> str:
+    """faiss's own words without the C++ signature and source line that precede them."""
+    text = str(exc).strip().splitlines()[-1]
+    text = re.sub(r"^Error in .*? at \S+:\d+: ", "", text)
+    return re.sub(r"^Error: '.*?' failed: ", "", text)[:160]
+
+
+def _check_trainable(factory: str, n_items: int) -> None:
+    """faiss trains k-means with a centroid per IVF list and per PQ code, and fails (after the embedding) on
+    fewer items than centroids: said before any work, with the count that would do."""
+    needs = [(int(m.group(1)), "IVF lists") for m in re.finditer(r"IVF(\d+)", factory)]
+    needs += [(2 ** int(m.group(1) or 8), "PQ codes per sub-quantizer")
+              for m in re.finditer(r"PQ\d+(?:x(\d+))?", factory)]
+    for centroids, what in needs:
+        if 0 < n_items < centroids:
+            raise CollectionError(f"index kind {factory!r} trains {centroids} {what} and the collection has "
+                                  f"{n_items} items (faiss needs an item per centroid): use auto, which fits the size")
 
 
 def _ivf_lists(n_items: int) -> int:
@@ -157,7 +177,10 @@ def build_index(kind: str, vectors: np.ndarray, dimension: int) -> tuple[faiss.I
         limit = max(100_000, 256 * 1024)
         sample = vectors if len(vectors) <= limit else \
             vectors[np.sort(np.random.default_rng(0).choice(len(vectors), size=limit, replace=False))]
-        index.train(sample)
+        try:
+            index.train(sample)
+        except RuntimeError as exc:
+            raise CollectionError(f"index kind {factory!r} could not be trained: {faiss_reason(exc)}") from None
     if len(vectors):
         index.add(vectors)
     return index, factory, {key: value for key, value in params.items() if key != "efConstruction"}

@@ -8,6 +8,7 @@ Values left ``None`` come from the data format's recipe (``core.training.recipes
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -60,10 +61,10 @@ class TrainingConfig(EmbtuneConfig):
     data_format: Literal["auto", "pairs", "triplets", "scored", "classes"] = "auto"
     """pairs, triplets, scored, classes, or auto (from the columns)."""
     loss: Literal["auto", "mnrl", "cached_mnrl", "cosent", "cosine_similarity", "triplet", "contrastive",
-                  "batch_all_triplet"] = "auto"
+                  "batch_all_triplet", "batch_hard_triplet", "batch_semi_hard_triplet",
+                  "batch_hard_soft_margin_triplet"] = "auto"
     """auto (the data format's recipe, ``core.training.recipes``: mnrl for pairs, triplets and scored pairs,
-    batch_all_triplet for classes), mnrl, cached_mnrl, cosent, cosine_similarity, triplet, contrastive,
-    batch_all_triplet."""
+    batch_all_triplet for classes), or a loss that reads the format (``core.training.losses.LOSSES_BY_FORMAT``)."""
     loss_scale: PositiveFloat | None = None
     """mnrl/cached_mnrl: the similarity scale (1/temperature); None: the scale the model was trained at when
     it is a known one (the default, e5: 100; minilm: 20), else the loss's own 20. A model pre-trained at a low
@@ -132,6 +133,7 @@ class TrainingConfig(EmbtuneConfig):
     """The collection this run is trained for (the demos pick its newest finished run)."""
     run_name: str | None = None
     device: str = "auto"
+    """auto, cpu, cuda, cuda:N or mps; an accelerator that is missing here falls back to the CPU with a warning."""
     forgetting_check: bool = True
     forgetting_data: str = "bundled:general"
     """The out-of-domain set for the forgetting check: bundled:general, bundled:catalogue or a retrieval folder/file."""
@@ -146,6 +148,15 @@ class TrainingConfig(EmbtuneConfig):
     """Any other ``SentenceTransformerTrainingArguments`` field, passed to the trainer as given (e.g.
     ``{"weight_decay": 0.01, "max_grad_norm": 0.5}``): the trainer's whole surface without a copy of each
     field here. The ones this config or embtune sets are refused with the field to use instead."""
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        """A name no machine has (a typo) is refused before any work; a known one missing here falls back later."""
+        device = value.strip().lower()
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+            raise ValueError(f"{value!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+        return device
 
     @field_validator("trainer_args")
     @classmethod

@@ -15,7 +15,7 @@ LOSSES_BY_FORMAT: dict[str, tuple[str, ...]] = {
     "pairs": ("mnrl", "cached_mnrl"),
     "triplets": ("mnrl", "cached_mnrl", "triplet"),
     "scored": ("mnrl", "cached_mnrl", "cosent", "cosine_similarity", "contrastive"),
-    "classes": ("batch_all_triplet",),
+    "classes": ("batch_all_triplet", "batch_hard_triplet", "batch_semi_hard_triplet", "batch_hard_soft_margin_triplet"),
 }
 # Losses that treat the other texts of a batch as negatives: duplicates in a batch hurt them.
 IN_BATCH_NEGATIVE_LOSSES = ("mnrl", "cached_mnrl")
@@ -46,6 +46,9 @@ def build_loss(name: str, model: Any, *, matryoshka_dims: list[int], mini_batch_
         "triplet": lambda: losses.TripletLoss(model),
         "contrastive": lambda: losses.ContrastiveLoss(model),
         "batch_all_triplet": lambda: losses.BatchAllTripletLoss(model),
+        "batch_hard_triplet": lambda: losses.BatchHardTripletLoss(model),
+        "batch_semi_hard_triplet": lambda: losses.BatchSemiHardTripletLoss(model),
+        "batch_hard_soft_margin_triplet": lambda: losses.BatchHardSoftMarginTripletLoss(model),
     }
     loss = builders[name]()
     if matryoshka_dims:

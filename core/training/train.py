@@ -155,7 +155,9 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
     retrieval = data.data_format != "classes"
     validation_set = retrieval_set_for(splits.validation, data.corpus, "validation") if retrieval and \
         len(splits.validation) else None
-    test_set = _test_set(config, splits.test, data.corpus) if retrieval else None
+    # classes carry no queries to hold out: such a run is judged on --test-data when it is given
+    test_set = _test_set(config, splits.test if retrieval else None,
+                         data.corpus if retrieval or config.corpus else None)
     metric_for_best = config.metric_for_best if config.metric_for_best != "auto" else \
         metric_name(min(dims), "ndcg@10")
     checkpoints = output_dir.parent / f".{output_dir.name}.checkpoints"
@@ -212,7 +214,7 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
     tuned = _as_embedder(model, str(output_dir))
     primary = before_after(result, config, tuned, test_set, dims, device, runs, metric_for_best) \
         if test_set is not None else None
-    forgetting = forgetting_check(result, config, tuned, device) if config.forgetting_check and retrieval else None
+    forgetting = forgetting_check(result, config, tuned, device) if config.forgetting_check else None
     decision = decide(primary, metric=metric_for_best, forgetting=forgetting,
                       forgetting_threshold=config.forgetting_threshold / 100, accept_worse=config.accept_worse)
     result.gate, result.status = decision.to_dict(), decision.status
@@ -259,10 +261,10 @@ def _resumed_run_name(config: TrainingConfig, output_dir: Path, db: Any) -> str 
 # -- pieces ------------------------------------------------------------------------------------
 
 
-def _test_set(config: TrainingConfig, test_split: Any, corpus: dict[str, str]) -> RetrievalSet | None:
+def _test_set(config: TrainingConfig, test_split: Any | None, corpus: dict[str, str] | None) -> RetrievalSet | None:
     if config.test_data:
-            return load_retrieval_set(config.test_data, corpus=corpus if not Path(config.test_data).is_dir() else None)
-    return retrieval_set_for(test_split, corpus, "test") if len(test_split) else None
+        return load_retrieval_set(config.test_data, corpus=corpus if not Path(config.test_data).is_dir() else None)
+    return retrieval_set_for(test_split, corpus, "test") if test_split is not None and len(test_split) else None
 
 
 def _check_output_dir(output_dir: Path, config: TrainingConfig) -> None:
