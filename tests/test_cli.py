@@ -183,11 +183,15 @@ def test_a_wrong_index_kind_is_refused_before_anything_is_embedded(run_cli, item
     assert not (workspace_dir / "collections" / "kinds").exists()
 
 
-def test_a_device_no_machine_has_is_refused_before_a_run_is_recorded(run_cli, tiny_model_dir: Path,
-                                                                     tmp_path: Path) -> None:
+@pytest.mark.parametrize(("option", "message"), [
+    (["--device", "tpu"], "'tpu' is not a device: use auto, cpu, cuda, cuda:N or mps"),  # trained on the CPU before
+    (["--max-steps", "0"], "0 steps: give a positive number"),  # the trainer read 0 as no limit: a whole run
+])
+def test_a_setting_that_cannot_mean_what_it_says_is_refused_before_a_run_is_recorded(
+        run_cli, tiny_model_dir: Path, tmp_path: Path, option: list[str], message: str) -> None:
     line = one_error_line(run_cli("train", "--data", "bundled:catalogue", "--model", str(tiny_model_dir),
-                                  "--output-dir", str(tmp_path / "out"), "--device", "tpu"))
-    assert "'tpu' is not a device: use auto, cpu, cuda, cuda:N or mps" in line
+                                  "--output-dir", str(tmp_path / "out"), *option))
+    assert message in line
     assert json.loads(run_cli("runs", "--json").out) == [] and not (tmp_path / "out").exists()
 
 

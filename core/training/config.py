@@ -123,6 +123,7 @@ class TrainingConfig(EmbtuneConfig):
     lora_target_modules: list[str] | None = None
     """None: the attention query/value projections, found by name."""
     max_steps: int = -1
+    """Stop after this many optimiser steps; -1: the epochs decide."""
     save_total_limit: PositiveInt = 2
     checkpoint_minutes: PositiveFloat = 5.0
     """Besides each epoch's, a checkpoint at least this often during training: a kill loses at most this much."""
@@ -157,6 +158,13 @@ class TrainingConfig(EmbtuneConfig):
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
             raise ValueError(f"{value!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
         return device
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        if value == 0 or value < -1:  # the trainer reads 0 as "no limit": a whole run where none was asked for
+            raise ValueError(f"{value} steps: give a positive number (or -1: the epochs decide)")
+        return value
 
     @field_validator("trainer_args")
     @classmethod

@@ -72,7 +72,8 @@ def train_command(
     lora: Annotated[bool | None, typer.Option("--lora/--no-lora")] = None,
     lora_r: Annotated[int | None, typer.Option("--lora-r")] = None,
     lora_alpha: Annotated[int | None, typer.Option("--lora-alpha")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="stop after N steps (default: the epochs "
+                                                                       "decide)")] = None,
     checkpoint_minutes: Annotated[float | None, typer.Option("--checkpoint-minutes",
                                                              help="checkpoint at least this often (5)")] = None,
     collection: Annotated[str | None, typer.Option("--collection")] = None,
