@@ -44,6 +44,8 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "catalogue-recipe (no flags: the studio's defaults)": ("scored", [*CATALOGUE]),
     "catalogue-recipe-7e-5 (the studio's defaults at lr 7e-5)": ("scored", [*CATALOGUE, "--lr", "7e-5"]),
     "catalogue-cosent-1ep (old studio default)": ("scored", [*CATALOGUE, *OLD_DEFAULT]),
+    "catalogue-recipe-lr1e-2 (a deliberately bad learning rate: the gate must reject it)": (
+        "scored", [*CATALOGUE, "--lr", "1e-2"]),
     "catalogue-mnrl-1ep-5e-5": ("scored", [*CATALOGUE, *MNRL, "--epochs", "1", "--lr", "5e-5", "--augment-typos", "1"]),
     "catalogue-mnrl-2ep-5e-5": ("scored", [*CATALOGUE, *MNRL, "--epochs", "2", "--lr", "5e-5", "--augment-typos", "1"]),
     "catalogue-mnrl-2ep-5e-5-s50": ("scored", [*CATALOGUE, *MNRL, "--epochs", "2", "--lr", "5e-5",
@@ -96,10 +98,10 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
         "triplets", [*CATALOGUE, "--hard-negatives", "3"]),
     # classes: the catalogue's products by category (CLASSES_FILE is written into --out)
     "classes-recipe (no flags but the test data)": ("classes", [*CLASSES]),
-    **{f"classes-{loss.replace('_', '-')}-3ep-5e-5": ("classes", [*CLASSES, "--loss", loss, "--epochs", "3",
-                                                                  "--lr", "5e-5"])
+    **{f"classes-{loss.replace('_', '-')}-{epochs}ep-{lr}": ("classes", [*CLASSES, "--loss", loss, "--epochs",
+                                                                          epochs, "--lr", lr])
        for loss in ("batch_all_triplet", "batch_hard_triplet", "batch_semi_hard_triplet",
-                    "batch_hard_soft_margin_triplet")},
+                    "batch_hard_soft_margin_triplet") for epochs, lr in (("1", "2e-5"), ("3", "5e-5"))},
     "medquad-mnrl": ("pairs", ["--data", str(MEDQUAD / "train_pairs.csv"), *MNRL, "--epochs", "1", "--lr", "4e-5",
                                "--test-data", str(MEDQUAD), "--test-fraction", "0", "--group-by", "focus"]),
     "medquad-cached-s50": ("pairs", ["--data", str(MEDQUAD / "train_pairs.csv"), "--loss", "cached_mnrl",
