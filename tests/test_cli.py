@@ -247,3 +247,27 @@ def test_progress_lines_say_n_of_total_with_eta_and_always_the_end() -> None:
     report(Progress("encode", 20, 40, 4.0))  # within the interval: not written
     report(Progress("encode", 40, 40, 8.0))  # the end is always written
     assert lines == ["encode: 10/40 (25 %), ETA 6 s", "encode: 40/40 (100 %)"]
+
+
+def test_index_and_embed_take_a_run_by_name_and_latest_never_means_a_rejected_one(
+        run_cli, items_csv: Path, workspace_dir: Path, tiny_model_dir: Path, tiny_model_dir_48: Path) -> None:
+    from storage.db import Database
+    from storage.runs import RunStore
+    from storage.workspace import Workspace
+
+    runs = RunStore(Database(Workspace.open(workspace_dir).db_url()))
+    for name, folder, status in (("kept", tiny_model_dir, "finished"), ("worse", tiny_model_dir_48, "rejected")):
+        runs.start(name, collection_name=None, config={}, model_path=str(folder))
+        runs.update(name, status=status)
+    latest = run_cli("embed", "garden hose", "--model", "run:latest")
+    assert latest.code == 0, latest.err
+    assert f"model:      {tiny_model_dir}" in latest.out and "dimension:  32" in latest.out
+    named = run_cli("embed", "garden hose", "--model", "run:worse")  # a rejected run, used because it is named
+    assert named.code == 0 and "dimension:  48" in named.out
+    indexed = run_cli("index", str(items_csv), "--collection", "tuned", "--text-column", "name", "--model",
+                      "run:latest")
+    assert indexed.code == 0, indexed.err
+    [row] = json.loads(run_cli("collections", "--json").out)
+    assert row["dimension"] == 32 and row["model"] == str(tiny_model_dir)
+    runs.update("kept", status="rejected")
+    assert "run:latest: no finished training run" in one_error_line(run_cli("embed", "x", "--model", "run:latest"))

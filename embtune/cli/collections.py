@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from core.errors import EmbtuneError
-from embtune.cli.common import BackendOption, Context, with_backend
+from embtune.cli.common import BackendOption, Context
 
 app = typer.Typer()
 
@@ -28,8 +28,8 @@ def index_command(
                                                   "(default: row numbers)")] = None,
     image_column: Annotated[str | None, typer.Option("--image-column", help="column with image paths (relative to "
                                                      "FILE's folder) to embed; needs --model clip:...")] = None,
-    model: Annotated[str, typer.Option("--model", help="default, a local folder, a hub id, or clip:ARCH/TAG | "
-                                       "clip:/open_clip/folder")] = "default",
+    model: Annotated[str, typer.Option("--model", help="default, a local folder, a hub id, run:NAME, or clip:ARCH/TAG "
+                                       "| clip:/open_clip/folder")] = "default",
     index_kind: Annotated[str, typer.Option("--index-kind", help="auto, flat, hnsw, hnsw_sq (HNSW over fp16 "
                                             "codes + exact re-ranking), ivf, ivfpq (IVF-PQ + exact re-ranking) or a "
                                             "faiss factory string")] = "auto",
@@ -50,7 +50,7 @@ def index_command(
     context: Context = ctx.obj
     report = index_file(
         file, collection=collection, text_column=text_column, id_column=id_column, image_column=image_column,
-        model=with_backend(model, backend),
+        model=context.model(model, backend),
         index_kind=index_kind, device=device, fallback=not no_fallback,
         workspace=context.workspace(), db=context.database(), show_progress=sys.stderr.isatty() or None,
         engine=engine, ray_address=ray_address, workers=workers,
@@ -88,8 +88,10 @@ def search_command(
 
 @app.command("embed")
 def embed_command(
+    ctx: typer.Context,
     text: Annotated[str, typer.Argument(help="text to embed")],
-    model: Annotated[str, typer.Option("--model", help="default, minilm, a local folder or a hub id")] = "default",
+    model: Annotated[str, typer.Option("--model", help="default, minilm, a local folder, a hub id or run:NAME")] = \
+        "default",
     device: Annotated[str, typer.Option("--device")] = "auto",
     truncate_dim: Annotated[int | None, typer.Option("--truncate-dim", help="Matryoshka dimension")] = None,
     no_fallback: Annotated[bool, typer.Option("--no-fallback")] = False,
@@ -105,7 +107,7 @@ def embed_command(
 
     if not text.strip():
         raise EmbtuneError("the text to embed is empty")
-    embedder = load_embedder(with_backend(model, backend), device=device, truncate_dim=truncate_dim,
+    embedder = load_embedder(ctx.obj.model(model, backend), device=device, truncate_dim=truncate_dim,
                              fallback=not no_fallback)
     _ = embedder.fingerprint  # computed once up front so the timing below is the encode alone
     for attempt in range(max(1, repeat)):

@@ -26,6 +26,14 @@ class Context:
 
         return Database(self.workspace().db_url(self.db_url))
 
+    def model(self, spec: str, backend: str | None = None) -> str:
+        """A --model value as the embedders load it: ``run:NAME`` / ``run:latest`` become that run's folder."""
+        if spec.startswith("run:"):
+            from core.training.runs import resolve_model_spec
+
+            spec = resolve_model_spec(spec, self.database())
+        return with_backend(spec, backend)
+
 
 # spec then carries it as a prefix (openvino:default), which is what a collection records.
 BackendOption = Annotated[str | None, typer.Option("--backend", help="torch (default), onnx, onnx-int8, openvino or "
