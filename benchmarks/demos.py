@@ -7,7 +7,8 @@ does the same with the very same core call (``SideBySideSearch.compare``: model 
 collection) from as many threads, so the ratio is the demo's overhead (HTTP, queue, JSON), not the
 models' cost. The demo holds both models warm and batches concurrent queries per model
 (``core.embedders.batching.QueryBatcher``); ``--no-batching`` serves each query with its own model call,
-as the first release did, for the before/after.
+as the first release did, for the before/after. ``--sharing`` asks whether the two models' forward passes
+contend for the cores: ``lock`` lets one model run at a time, ``one-thread`` gives each torch one thread.
 
 Data: the bundled catalogue indexed with the default model in a temporary workspace; model B is
 ``--model-b`` (default ``minilm``: a second, different model, so B's side is really encoded — give a
@@ -33,6 +34,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -80,6 +82,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--no-batching", action="store_true", help="one model call per query (the old demo)")
     parser.add_argument("--gradio-client", action="store_true", help="clients use gradio_client, not plain HTTP")
+    parser.add_argument("--sharing", choices=("as-served", "lock", "one-thread"), default="as-served",
+                        help="how the two models share the cores: as served, one at a time, one torch thread each")
     args = parser.parse_args()
 
     from gradio_client import Client
@@ -100,6 +104,29 @@ def main() -> None:
                 return answer
 
         service.QueryBatcher = Unbatched
+    if args.sharing == "one-thread":
+        import torch
+
+        torch.set_num_threads(1)
+    if args.sharing == "lock":
+        one_at_a_time = threading.Lock()
+
+        class Locked:  # the embedder, its batched forward pass behind the lock both batchers share
+            def __init__(self, embedder: object) -> None:
+                self.embedder = embedder
+
+            def encode_query(self, texts: list[str]) -> np.ndarray:
+                with one_at_a_time:
+                    return self.embedder.encode_query(texts)
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(self.embedder, name)
+
+        class OneModelAtATime(service.QueryBatcher):
+            def __init__(self, embedder: object, **kwargs: object) -> None:
+                super().__init__(Locked(embedder), **kwargs)
+
+        service.QueryBatcher = OneModelAtATime
     limit = args.concurrency_limit or DEFAULT_CONCURRENCY
     levels = [int(c) for c in args.clients.split(",")]
     texts = list(load_retrieval_set("bundled:catalogue").queries.values())
@@ -149,7 +176,8 @@ def main() -> None:
     print(f"machine: {machine_line()}")
     print(f"{args.seconds:g} s per row and path, k={args.k}, both sides (A = default, B = {args.model_b}), "
           f"demo queue limit {limit}, {'one model call per query' if args.no_batching else 'batched per model'}, "
-          f"clients {'gradio_client' if args.gradio_client else 'plain HTTP POST'}; "
+          f"clients {'gradio_client' if args.gradio_client else 'plain HTTP POST'}, models sharing the cores "
+          f"{args.sharing}; "
           f"every query a new text (no cache hits)")
     print("| clients | demo q/s | demo p50 ms | demo p95 ms | demo p99 ms | core q/s | core p50 ms | core p95 ms "
           "| core p99 ms | demo p95 / core p95 | queries |")
