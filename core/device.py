@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import re
+
 from core.errors import EmbtuneError
 
 VALID_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def device_name(requested: str | None) -> str:
+    """The device as written, normalised; a name no machine has (a typo) is refused before any work."""
+    name = (requested or "auto").strip().lower()
+    if not re.fullmatch(rf"{'|'.join(VALID_DEVICES)}|cuda:\d+", name):
+        raise EmbtuneError(f"device {requested!r} is unknown: use auto, cpu, cuda, cuda:N or mps")
+    return name
 
 
 def resolve_device(requested: str = "auto") -> str:
     """Turn ``auto`` into a concrete device; refuse an accelerator that is not there."""
     import torch
 
-    requested = (requested or "auto").lower()
+    requested = device_name(requested)
     base = requested.split(":", 1)[0]
-    if base not in VALID_DEVICES:
-        raise EmbtuneError(f"device {requested!r} is unknown: use one of {', '.join(VALID_DEVICES)} (or cuda:N)")
     if base == "auto":
         if torch.cuda.is_available():
             return "cuda"

@@ -184,7 +184,7 @@ def test_a_wrong_index_kind_is_refused_before_anything_is_embedded(run_cli, item
 
 
 @pytest.mark.parametrize(("option", "message"), [
-    (["--device", "tpu"], "'tpu' is not a device: use auto, cpu, cuda, cuda:N or mps"),  # trained on the CPU before
+    (["--device", "tpu"], "device 'tpu' is unknown: use auto, cpu, cuda, cuda:N or mps"),  # trained on the CPU before
     (["--max-steps", "0"], "0 steps: give a positive number"),  # the trainer read 0 as no limit: a whole run
 ])
 def test_a_setting_that_cannot_mean_what_it_says_is_refused_before_a_run_is_recorded(

@@ -110,14 +110,20 @@ def faiss_reason(exc: Exception) -> str:
 
 def _check_trainable(factory: str, n_items: int) -> None:
     """faiss trains k-means with a centroid per IVF list and per PQ code, and fails (after the embedding) on
-    fewer items than centroids: said before any work, with the count that would do."""
-    needs = [(int(m.group(1)), "IVF lists") for m in re.finditer(r"IVF(\d+)", factory)]
+    fewer items than centroids: said before any work."""
+    needs = [(_lists_in(factory), "IVF lists")]
     needs += [(2 ** int(m.group(1) or 8), "PQ codes per sub-quantizer")
               for m in re.finditer(r"PQ\d+(?:x(\d+))?", factory)]
     for centroids, what in needs:
         if 0 < n_items < centroids:
             raise CollectionError(f"index kind {factory!r} trains {centroids} {what} and the collection has "
                                   f"{n_items} items (faiss needs an item per centroid): use auto, which fits the size")
+
+
+def _lists_in(factory: str) -> int:
+    """The IVF list count a factory string asks for (0: no IVF stage)."""
+    ivf = re.search(r"IVF(\d+)", factory)
+    return int(ivf.group(1)) if ivf else 0
 
 
 def _ivf_lists(n_items: int) -> int:
@@ -156,8 +162,7 @@ def new_index(dimension: int, factory: str, params: Mapping[str, int]) -> faiss.
 
 def training_rows(factory: str, count: int) -> int:
     """How many items a streamed build trains on: enough for every IVF list and every PQ codebook."""
-    ivf = re.search(r"IVF(\d+)", factory)
-    lists = int(ivf.group(1)) if ivf else 0
+    lists = _lists_in(factory)
     return min(count, max(TRAIN_POINTS_PER_LIST * lists, 64 * 256))
 
 

@@ -8,7 +8,6 @@ Values left ``None`` come from the data format's recipe (``core.training.recipes
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -22,6 +21,8 @@ from pydantic import (
 )
 
 from core.configs import EmbtuneConfig
+from core.device import device_name
+from core.errors import EmbtuneError
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -153,11 +154,11 @@ class TrainingConfig(EmbtuneConfig):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        """A name no machine has (a typo) is refused before any work; a known one missing here falls back later."""
-        device = value.strip().lower()
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
-            raise ValueError(f"{value!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
-        return device
+        """A typo is refused here, before any work; a known accelerator missing here falls back later."""
+        try:
+            return device_name(value)
+        except EmbtuneError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("max_steps")
     @classmethod
