@@ -83,7 +83,8 @@ def worker(backends: list[str], threads: int, rounds: int, batch64_texts: int, b
     catalogue = load_retrieval_set("bundled:catalogue")
     long_texts = list(medquad.corpus.values())[:batch64_texts]
     short_texts = list(medquad.queries.values())[:batch1_texts]
-    workspace = Workspace.open(tempfile.mkdtemp(prefix="embtune-bench-"))
+    scratch = tempfile.TemporaryDirectory(prefix="embtune-bench-")  # the exports go with it when the worker exits
+    workspace = Workspace.open(scratch.name)
     known = known_model(model)
     bundled = known.package_folder(build=False)
     if bundled is None:

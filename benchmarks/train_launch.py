@@ -66,7 +66,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
-    workspace = Workspace.open(Path(tempfile.mkdtemp(prefix="embtune-launch-")) / "ws")
+    # The runs' checkpoints are GBs: the scratch folder goes with the benchmark (left behind, they filled a disk).
+    with tempfile.TemporaryDirectory(prefix="embtune-launch-") as scratch:
+        measure(args, Workspace.open(Path(scratch) / "ws"))
+
+
+def measure(args: argparse.Namespace, workspace: Workspace) -> None:
     db = Database(workspace.db_url())
     index_bundled_catalogue(workspace, db, model=args.model)  # the studio's first start did this already
     print(f"# {machine_line()}; model {args.model}; the studio's default recipe on bundled:catalogue")
