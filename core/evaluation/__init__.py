@@ -8,12 +8,19 @@
 """
 
 from core.evaluation.compare import Comparison, Regression, compare_results, comparison_table, regressions
-from core.evaluation.metrics import METRICS, EvaluationResult, evaluate_retrieval, metric_name, trec_metrics
+from core.evaluation.metrics import (
+    METRICS,
+    EvaluationResult,
+    evaluate_retrieval,
+    evaluate_vectors,
+    metric_name,
+    trec_metrics,
+)
 from core.evaluation.paired import PairedDifference, paired_difference
 from core.evaluation.reports import EvaluationReport, run_evaluation, save_report, saved_reports
 from core.evaluation.sets import RELEVANCE_THRESHOLD, RetrievalSet, load_retrieval_set
 
 __all__ = ["METRICS", "RELEVANCE_THRESHOLD", "Comparison", "EvaluationReport", "EvaluationResult",
            "PairedDifference", "Regression", "RetrievalSet", "compare_results", "comparison_table",
-           "evaluate_retrieval", "load_retrieval_set", "metric_name", "paired_difference", "regressions",
-           "run_evaluation", "save_report", "saved_reports", "trec_metrics"]
+           "evaluate_retrieval", "evaluate_vectors", "load_retrieval_set", "metric_name", "paired_difference",
+           "regressions", "run_evaluation", "save_report", "saved_reports", "trec_metrics"]

@@ -125,30 +125,52 @@ def evaluate_retrieval(
         reporter.advance(1, "corpus embedded")
         query_vectors = base.encode_query([data.queries[q] for q in query_ids], cancel=cancel)
         reporter.advance(1, "queries embedded")
-        metrics: dict[str, float] = {}
-        per_query: dict[int, dict[str, dict[str, float]]] = {}
-        rankings: dict[int, dict[str, list[tuple[str, float]]]] = {}
-        spearman: dict[int, float] = {}
-        query_position = {q: n for n, q in enumerate(query_ids)}
-        item_position = {i: n for n, i in enumerate(item_ids)}
-        judged = [(query_position[q], item_position[i], s) for q, items in data.qrels.items() for i, s in
-                  items.items()] if _graded(data) else []
-        for dimension in dimensions:
-            runs = _rank(_cut(query_vectors, dimension), _cut(corpus_vectors, dimension), query_ids, item_ids)
-            per_query[dimension] = trec_metrics(data.qrels, runs, relevance_threshold)
-            for metric, values in per_query[dimension].items():
-                metrics[metric_name(dimension, metric)] = float(np.mean(list(values.values())))
-            rankings[dimension] = {q: sorted(run.items(), key=lambda pair: -pair[1])[:KEPT_RANKING]
-                                   for q, run in runs.items()}
-            if judged:
-                spearman[dimension] = _spearman(_cut(query_vectors, dimension), _cut(corpus_vectors, dimension),
-                                                judged)
-                metrics[metric_name(dimension, "spearman")] = spearman[dimension]
+        return evaluate_vectors(data, query_vectors, corpus_vectors, dimensions=dimensions,
+                                model_id=embedder.model_id, model_fingerprint=getattr(embedder, "fingerprint", ""),
+                                relevance_threshold=relevance_threshold, reporter=reporter)
+
+
+def evaluate_vectors(
+    data: RetrievalSet,
+    query_vectors: np.ndarray,
+    corpus_vectors: np.ndarray,
+    *,
+    dimensions: Sequence[int],
+    model_id: str,
+    model_fingerprint: str = "",
+    relevance_threshold: float = RELEVANCE_THRESHOLD,
+    reporter: ProgressReporter | None = None,
+) -> EvaluationResult:
+    """Score vectors already embedded (rows in the order of ``data.queries`` and ``data.corpus``): what
+    evaluate_retrieval does after encoding, for callers that compare transforms of one encode."""
+    dimensions = sorted({int(d) for d in dimensions}, reverse=True)
+    item_ids = list(data.corpus)
+    query_ids = list(data.queries)
+    metrics: dict[str, float] = {}
+    per_query: dict[int, dict[str, dict[str, float]]] = {}
+    rankings: dict[int, dict[str, list[tuple[str, float]]]] = {}
+    spearman: dict[int, float] = {}
+    query_position = {q: n for n, q in enumerate(query_ids)}
+    item_position = {i: n for n, i in enumerate(item_ids)}
+    judged = [(query_position[q], item_position[i], s) for q, items in data.qrels.items() for i, s in
+              items.items()] if _graded(data) else []
+    for dimension in dimensions:
+        runs = _rank(_cut(query_vectors, dimension), _cut(corpus_vectors, dimension), query_ids, item_ids)
+        per_query[dimension] = trec_metrics(data.qrels, runs, relevance_threshold)
+        for metric, values in per_query[dimension].items():
+            metrics[metric_name(dimension, metric)] = float(np.mean(list(values.values())))
+        rankings[dimension] = {q: sorted(run.items(), key=lambda pair: -pair[1])[:KEPT_RANKING]
+                               for q, run in runs.items()}
+        if judged:
+            spearman[dimension] = _spearman(_cut(query_vectors, dimension), _cut(corpus_vectors, dimension),
+                                            judged)
+            metrics[metric_name(dimension, "spearman")] = spearman[dimension]
+        if reporter is not None:
             reporter.advance(1, f"dimension {dimension}")
     return EvaluationResult(
-        model_id=embedder.model_id, model_fingerprint=getattr(embedder, "fingerprint", ""),
-        data_name=data.name, dimensions=dimensions, metrics=metrics, per_query=per_query, rankings=rankings,
-        query_kinds=dict(data.query_kinds), relevance_threshold=relevance_threshold, spearman=spearman,
+        model_id=model_id, model_fingerprint=model_fingerprint, data_name=data.name, dimensions=dimensions,
+        metrics=metrics, per_query=per_query, rankings=rankings, query_kinds=dict(data.query_kinds),
+        relevance_threshold=relevance_threshold, spearman=spearman,
     )
 
 

@@ -78,6 +78,10 @@ class TrainingConfig(EmbtuneConfig):
     matryoshka_dims: list[PositiveInt] | None = None
     """Wrap the loss in MatryoshkaLoss at these dimensions (e.g. [384, 256, 128, 64]); empty: no;
     None: the recipe's (the model's dimension and 256/128/64 for retrieval formats)."""
+    principal_axes: bool = True
+    """After a Matryoshka run, turn the output onto the principal axes of the domain's texts (an orthogonal layer:
+    no full-width cosine changes) when that does not lower validation at the smallest dimension; the cut vectors
+    then keep the directions the domain varies along (``core.training.prefix_axes``)."""
     matryoshka_weights: list[PositiveFloat] = Field(default_factory=list)
     """One weight per Matryoshka dimension, in the same order as given (empty: all 1). Larger weights
     on the small dimensions trade a little full-size quality for much better small vectors."""

@@ -41,6 +41,7 @@ from core.training.gate import decide
 from core.training.losses import build_loss, choose_loss
 from core.training.measure import as_embedder as _as_embedder
 from core.training.measure import before_after, forgetting_check, overfitting_warnings
+from core.training.prefix_axes import align_prefixes
 from core.training.recipes import apply_recipe, resolve_matryoshka_dims
 from core.training.run_record import RunRecorder, stop_on_signals
 
@@ -73,6 +74,8 @@ class TrainingResult:
     gate: dict[str, Any] = field(default_factory=dict)
     """The gate's decision (``GateDecision.to_dict()``): status, verdict, reason and figures."""
     resumed_from: str | None = None
+    prefix_axes: dict[str, Any] = field(default_factory=dict)
+    """Whether the principal axes were added after training (``PrefixAxesOutcome.to_dict()``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +135,8 @@ def train(
         runs.update(run_name, status=result.status, epoch_metrics=result.epoch_metrics, config=config.to_dict(),
                     error=(result.gate or {}).get("reason") if result.status == "rejected" else None,
                     before_after={"comparisons": result.before_after, "table": result.table,
-                                  "forgetting": result.forgetting, "warnings": result.warnings, "gate": result.gate})
+                                  "forgetting": result.forgetting, "warnings": result.warnings, "gate": result.gate,
+                                  "prefix_axes": result.prefix_axes})
     return result
 
 
@@ -209,6 +213,13 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
     if not trainer.is_world_process_zero():
         result.status = "finished"
         return config
+    if config.principal_axes and retrieval and len(dims) > 1:
+        if recorder is not None:
+            recorder.phase("fitting the prefixes' principal axes")
+        result.prefix_axes = align_prefixes(
+            model, _as_embedder(model, str(output_dir)), documents=list(data.corpus.values()),
+            queries=list(dict.fromkeys(splits.train["anchor"])), validation=validation_set, dimension=min(dims),
+            seed=config.seed).to_dict()
     if recorder is not None:
         recorder.phase("evaluating")
     tuned = _as_embedder(model, str(output_dir))

@@ -21,7 +21,7 @@ REJECTED_EXIT = 3
 
 # flag name → TrainingConfig field, for options that map one to one
 _FIELDS = ("data", "output_dir", "model", "corpus", "corpus_text_column", "data_format", "loss", "loss_scale",
-           "similarity_anchor",
+           "similarity_anchor", "principal_axes",
            "epochs", "batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio", "scheduler",
            "precision", "max_seq_length", "mini_batch_size", "metric_for_best", "seed", "group_by",
            "validation_fraction", "test_fraction", "relevance_threshold", "augment_typos", "hard_negatives",
@@ -47,6 +47,10 @@ def train_command(
         "(protects search outside the domain; 0: off)")] = None,
     matryoshka_dims: Annotated[str | None, typer.Option("--matryoshka-dims", help="e.g. 384,256,128,64; "
                                                         "'none' for no Matryoshka")] = None,
+    principal_axes: Annotated[bool | None, typer.Option(
+        "--principal-axes/--no-principal-axes", help="after a Matryoshka run, order the output by the domain's "
+        "principal axes when validation at the smallest dimension does not fall (no full-width cosine changes; "
+        "default: on)")] = None,
     matryoshka_weights: Annotated[str | None, typer.Option("--matryoshka-weights",
                                                            help="one per dimension, e.g. 1,1,2,4")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs")] = None,
@@ -147,6 +151,8 @@ def _report(result: Any) -> None:
                f"({result.data_format} data, {result.loss} loss, splits {result.split_sizes})")
     if result.rank != 0:
         return  # rank 0 reports and writes
+    if result.prefix_axes:
+        typer.echo(result.prefix_axes["reason"])
     if result.table:
         typer.echo("\nbefore → after on the test split:\n" + result.table)
     if result.by_kind:

@@ -113,6 +113,8 @@ if done:
     widgets.gate_verdict(gate_of(run))
     if run.before_after.get("table"):
         st.markdown(run.before_after["table"])
+    if (run.before_after.get("prefix_axes") or {}).get("reason"):
+        st.caption(run.before_after["prefix_axes"]["reason"])
     forgetting = run.before_after.get("forgetting") or {}
     if forgetting:
         st.metric(f"Forgetting check ({forgetting['data']}) NDCG@10", f"{forgetting['ndcg@10_after']:.4f}",
