@@ -128,8 +128,7 @@ def test_axes_that_would_lower_validation_are_not_added(tiny_model_dir: Path) ->
     first = {q: ranking[0][0] for q, ranking in prefix.rankings[8].items()}
     validation = RetrievalSet("validation", queries, corpus, {q: {item: 1.0} for q, item in first.items()})
     before = model.encode(TEXTS)
-    outcome = align_prefixes(model, embedder, documents=TEXTS, queries=list(queries.values()),
-                             validation=validation, dimension=8)
+    outcome = align_prefixes(model, embedder, queries=list(queries.values()), validation=validation, dimension=8)
     assert outcome.validation_before == 1.0 and outcome.validation_after < 1.0 and not outcome.kept
     assert "not kept" in outcome.reason
     np.testing.assert_allclose(model.encode(TEXTS), before, atol=1e-6)  # the model was left as it was

@@ -1,6 +1,7 @@
 """What a finished training run measures before the gate decides: before/after on its held-out
 split (paired, per query, at every trained dimension), the forgetting check on an out-of-domain
-set (paired too), and the overfitting warning read from the per-epoch validation curve.
+set (paired too), and the overfitting warning read from the per-epoch validation curve; the validation
+evaluator the trainer keeps its best checkpoint by.
 """
 
 from __future__ import annotations
@@ -78,3 +79,20 @@ def overfitting_warnings(epoch_metrics: list[dict[str, Any]], metric: str) -> li
         return [f"overfitting: {metric} fell for two evaluations ({last[0][metric]:.4f} → {last[2][metric]:.4f}) "
                 "while training loss kept falling; fewer epochs or more data"]
     return []
+
+
+def validation_evaluator(data: RetrievalSet, dims: list[int], primary: str) -> Any:
+    """Graded IR metrics on the validation split, in the shape the trainer's keep-best reads."""
+    from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+
+    class ValidationEvaluator(SentenceEvaluator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.primary_metric = primary
+            self.greater_is_better = True
+
+        def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1,
+                     ) -> dict[str, float]:
+            return dict(evaluate_retrieval(as_embedder(model, "training"), data, dimensions=dims).metrics)
+
+    return ValidationEvaluator()

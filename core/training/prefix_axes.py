@@ -20,9 +20,6 @@ import numpy as np
 
 from core.evaluation import RetrievalSet, evaluate_vectors
 
-# Enough texts to fix 384 axes well; a larger corpus is sampled (seeded) rather than embedded whole for the fit.
-MAX_FIT_TEXTS = 20_000
-
 
 @dataclass
 class PrefixAxesOutcome:
@@ -66,21 +63,18 @@ def add_rotation(model: Any, rotation: np.ndarray) -> None:
     model._modules.update(OrderedDict((str(n), module) for n, module in enumerate(reordered)))
 
 
-def align_prefixes(model: Any, embedder: Any, *, documents: list[str], queries: list[str],
-                   validation: RetrievalSet | None, dimension: int, seed: int = 42) -> PrefixAxesOutcome:
-    """Fit the domain's principal axes with the trained model and add them when validation does not fall."""
+def align_prefixes(model: Any, embedder: Any, *, queries: list[str], validation: RetrievalSet | None,
+                   dimension: int) -> PrefixAxesOutcome:
+    """Fit the domain's principal axes with the trained model (its corpus — the validation split searches the
+    whole of it — and training queries) and add them when validation does not fall."""
     if validation is None or not validation.qrels:
         return PrefixAxesOutcome(False, "no validation split to judge the axes on")
-    rng = np.random.default_rng(seed)
-    if len(documents) > MAX_FIT_TEXTS:
-        documents = [documents[i] for i in rng.choice(len(documents), MAX_FIT_TEXTS, replace=False)]
-    queries = queries[:MAX_FIT_TEXTS]
-    fit = np.vstack([embedder.encode_document(documents), embedder.encode_query(queries)])
+    corpus = embedder.encode_document([validation.corpus[i] for i in validation.corpus])
+    asked = embedder.encode_query([validation.queries[q] for q in validation.queries])
+    fit = np.vstack([corpus, embedder.encode_query(queries)]) if queries else corpus
     rotation = principal_axes(fit)
     # The model's output is unit length, and an orthogonal layer before Normalize keeps it so: the rotated
     # model's vectors are the rotation of these, and one encode scores both.
-    corpus = embedder.encode_document([validation.corpus[i] for i in validation.corpus])
-    asked = embedder.encode_query([validation.queries[q] for q in validation.queries])
     metric = f"NDCG@10 at {dimension} d"
     before, after = (evaluate_vectors(validation, asked @ turn.T, corpus @ turn.T, dimensions=[dimension],
                                       model_id="validation").metric("ndcg@10", dimension)

@@ -30,7 +30,7 @@ from core.data.training_data import (
 )
 from core.device import resolve_device
 from core.errors import EmbtuneError
-from core.evaluation import RetrievalSet, evaluate_retrieval, load_retrieval_set, metric_name
+from core.evaluation import RetrievalSet, load_retrieval_set, metric_name
 from core.progress import CancelToken
 from core.training.anchor import stored_vectors, with_anchor
 from core.training.arguments import training_arguments
@@ -40,7 +40,7 @@ from core.training.examples import augmented_training_frame
 from core.training.gate import decide
 from core.training.losses import build_loss, choose_loss
 from core.training.measure import as_embedder as _as_embedder
-from core.training.measure import before_after, forgetting_check, overfitting_warnings
+from core.training.measure import before_after, forgetting_check, overfitting_warnings, validation_evaluator
 from core.training.prefix_axes import align_prefixes
 from core.training.recipes import apply_recipe, resolve_matryoshka_dims
 from core.training.run_record import RunRecorder, stop_on_signals
@@ -177,7 +177,7 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
         used = "used" if config.use_flagged_negatives else "not used"
         result.warnings.append(f"hard negatives: {len(mined)} mined, {flagged} flagged as too close to the "
                                f"positive or labelled relevant ({used})")
-    evaluator = _validation_evaluator(validation_set, dims, metric_for_best) if evaluate_epochs else None
+    evaluator = validation_evaluator(validation_set, dims, metric_for_best) if evaluate_epochs else None
     bridge = ProgressBridge(progress=progress, cancel=cancel)
     if recorder is not None:
         bridge.on_update = recorder.record
@@ -217,9 +217,8 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
         if recorder is not None:
             recorder.phase("fitting the prefixes' principal axes")
         result.prefix_axes = align_prefixes(
-            model, _as_embedder(model, str(output_dir)), documents=list(data.corpus.values()),
-            queries=list(dict.fromkeys(splits.train["anchor"])), validation=validation_set, dimension=min(dims),
-            seed=config.seed).to_dict()
+            model, _as_embedder(model, str(output_dir)), queries=list(dict.fromkeys(splits.train["anchor"])),
+            validation=validation_set, dimension=min(dims)).to_dict()
     if recorder is not None:
         recorder.phase("evaluating")
     tuned = _as_embedder(model, str(output_dir))
@@ -381,23 +380,6 @@ def _fingerprint(frame: Any) -> str:
     import hashlib
 
     return hashlib.sha256(frame.to_csv(index=False).encode("utf-8")).hexdigest()
-
-
-def _validation_evaluator(data: RetrievalSet, dims: list[int], primary: str) -> Any:
-    """Graded IR metrics on the validation split, in the shape the trainer's keep-best reads."""
-    from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
-
-    class ValidationEvaluator(SentenceEvaluator):
-        def __init__(self) -> None:
-            super().__init__()
-            self.primary_metric = primary
-            self.greater_is_better = True
-
-        def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1,
-                     ) -> dict[str, float]:
-            return dict(evaluate_retrieval(_as_embedder(model, "training"), data, dimensions=dims).metrics)
-
-    return ValidationEvaluator()
 
 
 __all__ = ["TrainingResult", "train"]
