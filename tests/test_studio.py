@@ -254,7 +254,9 @@ def test_train_page_offers_only_fitting_losses_and_shows_the_config(populated, t
     no_traceback(test)
     assert test.selectbox(key="train_loss").options == ["mnrl", "cached_mnrl"]
     config = json.loads(test.code[0].value)
-    assert config["data"] == str(pairs) and config["loss"] == "mnrl"
+    assert config["data"] == str(pairs) and config["loss"] == "mnrl" and config["principal_axes"] is True
+    test.checkbox(key="train_axes").uncheck().run()
+    assert json.loads(test.code[0].value)["principal_axes"] is False
 
 
 def test_train_page_reads_a_training_file_once_per_version(populated, tmp_path: Path,

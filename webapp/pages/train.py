@@ -93,12 +93,16 @@ if found:
                                   help="Recorded with the run; a rejected run is otherwise never served.")
     typed_name = left.text_input("Run name", value="", placeholder="a new name is made when empty",
                                  key="train_run_name").strip()
+    axes = middle.checkbox("Principal axes for the small dimensions", value=True, key="train_axes",
+                           help="After a Matryoshka run, an orthogonal layer orders the output by the domain's "
+                                "principal axes (no full-width cosine changes); kept only when validation at the "
+                                "smallest dimension does not fall.")
     run_name = typed_name or st.session_state.setdefault("train_auto_name", launcher.new_run_name())
     with widgets.user_errors():
         config = TrainingConfig(data=data, output_dir=str(workspace.models_dir / run_name), model=base_model,
                                 loss=loss, matryoshka_dims=list(dims) or None, epochs=float(epochs),
                                 batch_size=int(batch_size), learning_rate=float(learning_rate),
-                                augment_typos=int(typos), lora=lora, accept_worse=accept_worse,
+                                augment_typos=int(typos), lora=lora, accept_worse=accept_worse, principal_axes=axes,
                                 collection=collection, run_name=run_name)
         with st.expander("TrainingConfig JSON"):
             st.code(json.dumps(config.to_dict(), indent=2, ensure_ascii=False), language="json")
