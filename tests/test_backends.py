@@ -354,3 +354,57 @@ def test_export_that_loses_too_much_warns_with_the_loss_and_the_collection_keeps
     accepted = export_model(str(tiny_copy), format=engine, data=pairs, collection="shop", db=db, workspace=workspace)
     assert accepted.collection_switched and accepted.reused
     assert db.get_collection("shop").model_spec == f"{engine}:{tiny_copy}"
+
+
+# -- folders the main environment wrote, read by .venv-onnx's older libraries ------------------------
+
+# Run by the main environment's python: a tiny model saved the way embtune saves the converted default and every
+# run there (sentence-transformers 6, transformers 5, a tokenizer.json behind a generic fast tokenizer, Normalize),
+# and its vectors for TEXTS.
+_SAVE_IN_MAIN_ENVIRONMENT = """
+import json, sys
+from pathlib import Path
+import numpy as np, torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+from transformers import BertConfig, BertModel, BertTokenizerFast, PreTrainedTokenizerFast
+from tests.conftest import _VOCAB
+
+folder, texts = Path(sys.argv[1]), json.loads(sys.argv[2])
+hf = folder / "hf"
+bert = BertTokenizerFast(vocab={token: i for i, token in enumerate(_VOCAB)}, do_lower_case=True)
+PreTrainedTokenizerFast(tokenizer_object=bert.backend_tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]").save_pretrained(hf)
+torch.manual_seed(0)
+BertModel(BertConfig(vocab_size=len(_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)).save_pretrained(hf)
+model = SentenceTransformer(modules=[Transformer(str(hf), max_seq_length=64), Pooling(32, "mean"), Normalize()],
+                            device="cpu")
+model.save(str(folder / "model"))
+np.save(folder / "vectors.npy", model.encode(texts))
+print(json.loads((folder / "model" / "tokenizer_config.json").read_text())["tokenizer_class"])
+"""
+
+
+def test_a_folder_the_main_environment_saved_loads_here_with_the_same_vectors(tmp_path: Path) -> None:
+    """The converted default and every training run are saved by the main environment; .venv-onnx (transformers
+    4.57) failed on them with "Unrecognized processing class" (core/embedders/compat.py)."""
+    import json
+    import subprocess
+
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        pytest.skip("the libraries here are as new as the main environment's; .venv-onnx runs this")
+    root = Path(__file__).resolve().parents[1]
+    main_python = root / ".venv" / "bin" / "python"
+    if not main_python.exists():
+        pytest.fail(f"{main_python} is missing: `make test` builds it before the backend environments")
+    saved = subprocess.run([str(main_python), "-c", _SAVE_IN_MAIN_ENVIRONMENT, str(tmp_path), json.dumps(TEXTS)],
+                           cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    assert saved.returncode == 0, saved.stderr[-2000:]
+    assert saved.stdout.split()[-1] == "TokenizersBackend"  # the name transformers 4.57 does not know
+    from core.embedders import load_embedder
+
+    embedder = load_embedder(str(tmp_path / "model"), device="cpu", cache=False)
+    np.testing.assert_allclose(embedder.encode(TEXTS), np.load(tmp_path / "vectors.npy"), atol=1e-5)

@@ -254,6 +254,9 @@ def export_backend(folder: Path, backend: Backend, *, calibration: Sequence[str]
 def _construct(folder: Path, engine: str, model_file: Path | None, *, export: bool = False) -> Any:
     from sentence_transformers import SentenceTransformer
 
+    from core.embedders.compat import read_newer_folders
+
+    read_newer_folders()
     model_kwargs: dict[str, Any] = {"export": True} if export else \
         {"file_name": model_file.relative_to(folder).as_posix()} if model_file else {}
     model_kwargs.update(runtime_options(engine))

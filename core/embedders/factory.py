@@ -225,6 +225,9 @@ def _load_model(location: object, device: str, reuse: bool, construct: Callable[
 def _construct(resolved: ResolvedSpec, device: str) -> object:
     from sentence_transformers import SentenceTransformer
 
+    from core.embedders.compat import read_newer_folders
+
+    read_newer_folders()
     if resolved.kind in ("path", "bundled"):
         _check_model_folder(Path(resolved.location))
     offline = resolved.kind == "hub" and not hub_reachable()

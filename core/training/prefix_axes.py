@@ -55,7 +55,6 @@ def add_rotation(model: Any, rotation: np.ndarray) -> None:
     dense = Dense(size, size, bias=False, activation_function=torch.nn.Identity())
     parameter = next(model.parameters())
     dense.linear.weight.data = torch.as_tensor(rotation).to(device=parameter.device, dtype=torch.float32)
-    dense.to(parameter.device)
     modules = list(model._modules.values())
     at = next((n for n, module in enumerate(modules) if isinstance(module, Normalize)), len(modules))
     reordered = [*modules[:at], dense, *modules[at:]]
