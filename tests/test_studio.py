@@ -331,6 +331,26 @@ def test_the_gate_verdict_shows_in_colour_with_its_figures(populated) -> None:
 # -- Compare ----------------------------------------------------------------------------------------
 
 
+def test_compare_page_shows_a_runs_table_forgetting_and_whether_the_axes_were_kept(populated) -> None:
+    from core.evaluation.paired import paired_difference
+    from core.training.gate import decide
+
+    _, db = populated
+    before = np.linspace(0.2, 0.8, 60)
+    better = decide(paired_difference(before, before + 0.1).to_dict(), metric="dim_64_ndcg@10").to_dict()
+    runs = RunStore(db)
+    runs.start("with-axes", collection_name="shop", config={}, model_path="/nowhere")
+    runs.update("with-axes", status="finished", before_after={
+        "gate": better, "table": "| dim | ndcg@10 before | ndcg@10 after |\n|---|---|---|\n| 64 | 0.3560 | 0.6157 |",
+        "forgetting": {"data": "general", "ndcg@10_before": 0.7292, "ndcg@10_after": 0.7207, "delta": -0.0084},
+        "prefix_axes": {"kept": True, "reason": "principal axes kept: validation NDCG@10 at 64 d 0.6363 → 0.6819"}})
+    test = page("compare")
+    no_traceback(test)
+    assert any("| 64 | 0.3560 | 0.6157 |" in text for text in texts(test.markdown))
+    assert "principal axes kept: validation NDCG@10 at 64 d 0.6363 → 0.6819" in texts(test.caption)
+    assert [m.value for m in test.metric if m.label.startswith("Forgetting check (general)")] == ["0.7207"]
+
+
 def _retrieval_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "eval"
     folder.mkdir()
