@@ -66,7 +66,7 @@ def align_prefixes(model: Any, embedder: Any, *, queries: list[str], validation:
                    dimension: int) -> PrefixAxesOutcome:
     """Fit the domain's principal axes with the trained model (its corpus — the validation split searches the
     whole of it — and training queries) and add them when validation does not fall."""
-    if validation is None or not validation.qrels:
+    if validation is None:  # a RetrievalSet always has judged queries: None is the only empty split
         return PrefixAxesOutcome(False, "no validation split to judge the axes on")
     corpus = embedder.encode_document([validation.corpus[i] for i in validation.corpus])
     asked = embedder.encode_query([validation.queries[q] for q in validation.queries])
@@ -78,10 +78,10 @@ def align_prefixes(model: Any, embedder: Any, *, queries: list[str], validation:
     before, after = (evaluate_vectors(validation, asked @ turn.T, corpus @ turn.T, dimensions=[dimension],
                                       model_id="validation").metric("ndcg@10", dimension)
                      for turn in (np.eye(len(rotation), dtype=np.float32), rotation))
-    outcome = PrefixAxesOutcome(after >= before, "", dimension, before, after, len(fit))
-    if outcome.kept:
+    kept = after >= before
+    if kept:
         add_rotation(model, rotation)
-        outcome.reason = f"principal axes kept: validation {metric} {before:.4f} → {after:.4f}"
+        reason = f"principal axes kept: validation {metric} {before:.4f} → {after:.4f}"
     else:
-        outcome.reason = f"principal axes not kept: validation {metric} would fall {before:.4f} → {after:.4f}"
-    return outcome
+        reason = f"principal axes not kept: validation {metric} would fall {before:.4f} → {after:.4f}"
+    return PrefixAxesOutcome(kept, reason, dimension, before, after, len(fit))
