@@ -35,6 +35,8 @@ class Candidate:
     metadata: dict[str, Any] = field(default_factory=dict)
     other_rank: int | None = None  # the rank the second model gives it, when one was asked
     labelled: float | None = None  # this annotator's earlier score for the pair
+    explanation: str = ""
+    """Why this pair is shown, in plain words (what the page tells the annotator)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,13 +78,14 @@ def propose_candidates(
     hits = collection.search(query.strip(), min(len(collection), max(pool, k + uncertain)))
     labelled = labelled or {}
 
-    def candidate(position: int, reason: str, other_rank: int | None = None) -> Candidate:
+    def candidate(position: int, reason: str, other_rank: int | None = None, explanation: str = "") -> Candidate:
         hit = hits[position]
         item = collection.item(hit.id)
         return Candidate(hit.id, item.get("text"), float(hit.score), position + 1, reason, dict(hit.metadata),
-                         other_rank, labelled.get(hit.id))
+                         other_rank, labelled.get(hit.id), explanation)
 
-    chosen = [candidate(i, "top-k") for i in range(min(k, len(hits)))]
+    chosen = [candidate(i, "top-k", explanation=f"the model ranks it {i + 1} of its top {k}")
+              for i in range(min(k, len(hits)))]
     rest = list(range(len(chosen), len(hits)))
     if not rest or not uncertain:
         return chosen
@@ -90,15 +93,21 @@ def propose_candidates(
         other_ranks = _ranks_by(other, query.strip(), [collection.item(hits[i].id).get("text") or "" for i in
                                                        range(len(hits))])
         order = sorted(rest, key=lambda i: -abs(other_ranks[i] - i))
-        chosen += [candidate(i, "disagreement", int(other_ranks[i]) + 1) for i in order[:uncertain]]
+        chosen += [candidate(i, "disagreement", int(other_ranks[i]) + 1,
+                             f"the two models disagree: rank {i + 1} here, {int(other_ranks[i]) + 1} for the "
+                             "second model — your label settles it") for i in order[:uncertain]]
         return chosen
     if boundary is None:  # this query's own labels, where both kinds exist, say where the boundary is
         judged = [(hit.score, labelled[hit.id]) for hit in hits if hit.id in labelled]
         boundary = decision_boundary([s for s, _ in judged], [v for _, v in judged]) if judged else None
+    why = ("the model is unsure: its score sits on the line between the items you marked relevant and the ones "
+           "you did not" if boundary is not None else
+           "the model is unsure: its score sits mid-way in this query's list (label some items relevant and "
+           "some not, and the line follows your labels)")
     scores = np.array([hits[i].score for i in rest])
     centre = boundary if boundary is not None else float(np.median(scores))
     order = [rest[j] for j in np.argsort(np.abs(scores - centre), kind="stable")]
-    chosen += [candidate(i, "boundary") for i in order[:uncertain]]
+    chosen += [candidate(i, "boundary", explanation=f"rank {i + 1}; {why}") for i in order[:uncertain]]
     return chosen
 
 
@@ -113,13 +122,18 @@ def _ranks_by(embedder: Any, query: str, texts: list[str]) -> np.ndarray:
 
 
 def next_unlabelled_query(queries: Sequence[str], labels: Iterable[Any], annotator: str,
-                          after: str | None = None) -> str | None:
-    """The first queued query this annotator has not scored any pair for, looking after ``after``
-    first (so "next" moves on past a query left unlabelled) and then from the start."""
-    done = {label.query for label in labels if label.annotator == annotator}
+                          after: str | None = None, served: Iterable[str] = ()) -> str | None:
+    """The first queued query this annotator has not scored any pair for and has not been shown yet
+    (``served``: a query left unlabelled with "next" is not offered again), looking after ``after`` first
+    and then from the start. Queries compare by text, ignoring case and spacing."""
+    done = {_same(label.query) for label in labels if label.annotator == annotator} | {_same(q) for q in served}
     start = queries.index(after) + 1 if after in queries else 0
     ordered = [*queries[start:], *queries[:start]]
-    return next((q for q in ordered if q not in done and q != after), None)
+    return next((q for q in ordered if _same(q) not in done and q != after), None)
+
+
+def _same(query: str) -> str:
+    return " ".join(str(query).split()).casefold()
 
 
 def label_progress(labels: Sequence[Any]) -> dict[str, Any]:

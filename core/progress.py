@@ -107,6 +107,21 @@ class ProgressReporter:
         self.close()
 
 
+def format_duration(seconds: float | None) -> str:
+    """One way to write a duration everywhere (logs, the CLI, the studio): "42 s", "6 min 05 s", "1 h 03 min",
+    or "–" when it is unknown."""
+    if seconds is None:
+        return "–"
+    seconds = round(max(0.0, seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
 def progress_lines(write: Callable[[str], None], *, interval_s: float = 5.0) -> ProgressCallback:
     """A progress callback writing "task: n/N (p %), ETA" at most every ``interval_s`` and at the end:
     for logs and pipes, where a console bar shows nothing."""
@@ -119,7 +134,7 @@ def progress_lines(write: Callable[[str], None], *, interval_s: float = 5.0) -> 
             return
         last["at"] = now
         share = f" ({progress.fraction * 100:.0f} %)" if progress.fraction is not None else ""
-        eta = f", ETA {progress.eta_s:.0f} s" if progress.eta_s is not None and not finished else ""
+        eta = f", ETA {format_duration(progress.eta_s)}" if progress.eta_s is not None and not finished else ""
         write(f"{progress.task}: {progress.done}/{progress.total or '?'}{share}{eta}")
 
     return report

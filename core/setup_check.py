@@ -122,13 +122,15 @@ def backends_check() -> Check:
 
 
 def tesseract_check(languages: str | None = None) -> Check:
-    """Tesseract (the OCR of the ``screen:`` embedder): its version and languages, or what to install."""
+    """Tesseract (the OCR of the ``screen:`` embedder): its version and languages, or what to install. Only
+    screenshot collections need it, so its absence is a warning, never a failure of the set-up."""
     from core.screens.ocr import DEFAULT_LANGUAGES, OcrUnavailableError, check_languages, tesseract_info
 
     try:
         info = tesseract_info()
     except OcrUnavailableError as exc:
-        return Check("tesseract", FAIL, str(exc).split(":")[0], str(exc).split(": ", 1)[-1])
+        return Check("tesseract", WARN, "not installed: optional, only screenshot collections (screen:default, "
+                     "`embtune demo screens`) read text with it", str(exc).split(": ", 1)[-1])
     detail = f"{info.version} ({info.command}), languages: {', '.join(info.languages) or 'none'}"
     try:
         check_languages(languages or DEFAULT_LANGUAGES)

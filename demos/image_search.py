@@ -28,6 +28,7 @@ import pandas as pd
 
 from core.images import read_image
 from core.progress import progress_lines
+from demos.launching import serve
 from demos.product_search import user_errors
 from demos.screen_service import BUNDLED_SCREENS_COLLECTION, BUNDLED_SCREENS_MODEL, ScreenSearch
 from storage.db import Database
@@ -176,8 +177,7 @@ def launch(*, collection: str = BUNDLED_SCREENS_COLLECTION, model: str | None = 
                   f"--collection name to index the bundled set with {model})", flush=True)
     demo = build_demo(workspace=workspace, db=db, collection=collection,
                       tuner_config=FineTunerConfig(device=device))
-    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block)
-    return demo
+    return serve(demo, host=host, port=port, share=share, block=block)
 
 
 if __name__ == "__main__":

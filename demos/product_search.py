@@ -30,6 +30,7 @@ import pandas as pd
 from core.collection.named import index_bundled_catalogue
 from core.errors import EmbtuneError
 from core.training.runs import servable_spec, servable_specs
+from demos.launching import serve
 from demos.product_service import BUNDLED_COLLECTION, MAX_K, Comparison, SideBySideSearch, SideResult
 from storage.db import Database
 from storage.workspace import Workspace
@@ -174,8 +175,7 @@ def launch(*, collection: str = BUNDLED_COLLECTION, model_a: str | None = None, 
         print("indexed.", flush=True)
     demo = build_demo(workspace=workspace, db=db, collection=collection, model_a=model_a, model_b=model_b,
                       device=device)
-    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block)
-    return demo
+    return serve(demo, host=host, port=port, share=share, block=block)
 
 
 if __name__ == "__main__":

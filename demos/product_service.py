@@ -54,7 +54,7 @@ class SideResult:
 
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)
-        payload["hits"] = [{**hit.to_dict(), "text": hit.text} for hit in self.hits]
+        payload["hits"] = [hit.to_dict() for hit in self.hits]
         return payload
 
 

@@ -231,6 +231,13 @@ class Database:
             return list(session.scalars(select(LabelQuery.query).where(LabelQuery.collection_name == collection_name)
                                         .order_by(LabelQuery.id)))
 
+    def last_annotator(self) -> str | None:
+        """Who saved the newest label by hand (not an import), if anyone: a new tab's annotator."""
+        with self.session() as session:
+            return session.scalar(select(LabelledPair.annotator)
+                                  .where(LabelledPair.annotator.not_in(("anonymous", "imported")))
+                                  .order_by(LabelledPair.id.desc()).limit(1))
+
     def labels(self, collection_name: str | None = None) -> list[LabelledPair]:
         with self.session() as session:
             query = select(LabelledPair).order_by(LabelledPair.id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from core.errors import StorageError
 from storage.db import Database
@@ -29,10 +29,13 @@ class RunStore:
             run = session.scalar(select(TrainingRun).where(TrainingRun.name == name))
             if run is None:
                 session.add(TrainingRun(name=name, status="running", started_at=utcnow(), **fields))
-            else:  # a resumed run keeps its row
+            else:  # a queued run (launched from the studio) or a resumed one keeps its row
                 for key, value in fields.items():
                     setattr(run, key, value)
-                run.status, run.error, run.finished_at = "running", None, None
+                # a cancel asked for while the run was queued stays visible until the worker acts on it
+                run.status = "cancelling" if run.status == "cancelling" else "running"
+                run.error, run.finished_at = None, None
+                run.started_at = run.started_at or utcnow()
 
     def update(self, name: str, **fields: Any) -> None:
         if fields.get("status") in ENDED_STATUSES:
@@ -77,8 +80,19 @@ class RunStore:
         with self.db.session() as session:
             return session.scalar(select(RunProcess).where(RunProcess.run_name == name))
 
-    def request_cancel(self, name: str) -> None:
-        self.set_process(name, cancel_requested=1)
+    def request_cancel(self, name: str) -> bool:
+        """Flag the run's process to stop and mark a queued or running run ``cancelling`` in one transaction;
+        False when the run had already ended (nothing to cancel)."""
+        with self.db.session() as session:
+            changed = session.execute(update(TrainingRun).where(TrainingRun.name == name,
+                                                                TrainingRun.status.in_(("queued", "running")))
+                                      .values(status="cancelling")).rowcount
+            process = session.scalar(select(RunProcess).where(RunProcess.run_name == name))
+            if process is None:
+                session.add(RunProcess(run_name=name, cancel_requested=1))
+            else:
+                process.cancel_requested = 1
+            return bool(changed)
 
     def delete(self, name: str) -> None:
         """Forget a run (not its model folder): used when a launch fails before any process starts."""

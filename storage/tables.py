@@ -111,6 +111,9 @@ class TrainingRun(Base):
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     epoch_metrics: Mapped[list[Any]] = mapped_column(JSON, default=list)
     before_after: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    splits: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """The queries of each split (``{"train": {"ids": [...], "texts": [...]}, "validation": ..., "test": ...}``)
+    and where the test split was written (``test_set``): what keeps an evaluation from leaking training data."""
     model_path: Mapped[str | None] = mapped_column(Text, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -134,6 +134,16 @@ def run_cli(capsys: pytest.CaptureFixture[str], workspace_dir: Path) -> Callable
     return run
 
 
+def seed_training_speed(workspace: Any, model: str = "default") -> None:
+    """The Train page measures this machine's speed for a model with a few real training steps when no earlier
+    run tells it; page tests that do not test that measurement give it a known figure instead."""
+    from core.training.config import TrainingConfig
+    from core.training.cost import remember_speed
+
+    remember_speed(workspace.runs_dir / "speed.json", TrainingConfig(data="d", output_dir="o", model=model,
+                                                                     batch_size=32), 3.2, "a test's figure")
+
+
 def free_port() -> int:
     """A free loopback port for a server a test starts (and stops)."""
     import socket

@@ -43,8 +43,9 @@ def test_index_then_search_json(indexed, run_cli) -> None:
     result = run_cli("search", "shop", "garden hose", "-k", "2", "--json")
     assert result.code == 0, result.err
     hits = json.loads(result.out)
-    assert [set(hit) for hit in hits] == [{"id", "score", "metadata"}] * 2
+    assert [set(hit) for hit in hits] == [{"id", "score", "text", "metadata"}] * 2
     assert hits[0]["id"] == "P2" and hits[0]["metadata"] == {"category": "garden"}
+    assert hits[0]["text"] == "garden hose"  # the item's own text, as the file had it
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
 
 
@@ -154,6 +155,19 @@ def test_check_setup_prints_status_lines(run_cli, workspace_dir: Path) -> None:
                  "database"):
         assert any(line[2:].startswith(name) for line in result.out.splitlines()), name
     assert all(line[0] in "✓⚠✗" for line in result.out.splitlines())
+
+
+def test_check_setup_without_tesseract_warns_and_still_passes(run_cli, workspace_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only screenshot collections read text with tesseract: a machine without it is set up for everything else."""
+    import pytesseract
+
+    monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", str(workspace_dir / "no-tesseract-here"))
+    result = run_cli("check-setup", "--skip-model")
+    assert result.code == 0, result.out
+    [line] = [line for line in result.out.splitlines() if line[2:].startswith("tesseract")]
+    assert line.startswith("⚠ tesseract: not installed: optional, only screenshot collections")
+    assert not [line for line in result.out.splitlines() if line.startswith("✗")]
 
 
 def test_check_setup_fails_on_unreachable_database(run_cli) -> None:

@@ -12,7 +12,7 @@ import pytest
 from core.errors import EmbtuneError
 from core.training import launcher
 from core.training.config import TrainingConfig
-from core.training.runs import QUEUED_TIMEOUT_S, refresh_runs, state_label
+from core.training.runs import QUEUED_TIMEOUT_S, refresh_runs, run_duration_s, state_label
 from storage.db import Database
 from storage.runs import RunStore
 from storage.workspace import Workspace
@@ -84,8 +84,14 @@ def test_cancel_stops_a_running_run(setting, tiny_model_dir: Path) -> None:
                                     workspace=workspace)
     _wait(db, name, ("running",))
     launcher.cancel_training(name, db)
+    asked = RunStore(db).get(name)  # at once, before the worker has noticed: the run says it is stopping
+    assert asked.status == "cancelling" and state_label(asked).startswith("cancelling…")
     run = _wait(db, name, ("cancelled", "failed", *COMPLETED))
     assert run.status == "cancelled" and state_label(run) == f"cancelled at step {run.progress['step']}"
+    # a studio-launched run has its start on the record: its duration is the time it ran, not 0
+    assert run.started_at is not None and run.finished_at is not None
+    assert run_duration_s(run) == pytest.approx((run.finished_at - run.started_at).total_seconds()) and \
+        run_duration_s(run) > 0
     with pytest.raises(EmbtuneError, match="only queued or running"):
         launcher.cancel_training(name, db)
 

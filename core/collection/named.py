@@ -128,6 +128,52 @@ def index_file(
     )
 
 
+def append_file(
+    file: str | Path,
+    *,
+    collection: str,
+    text_column: str,
+    workspace: Workspace,
+    db: Database,
+    id_column: str | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    show_progress: bool | None = None,
+) -> IndexReport:
+    """Add a file's rows to an existing text collection, embedded with the model the collection was built
+    with (its vectors stay comparable); an id already in the collection is refused before anything is
+    embedded. Without an id column the new rows are numbered after the existing ones."""
+    started = time.perf_counter()
+    existing = open_collection(collection, workspace=workspace, db=db)
+    record = collection_record(collection, db)
+    if is_clip_spec(record.model_spec) or is_screen_spec(record.model_spec):
+        raise CollectionError(f"collection {collection!r} holds images: index the images again to add some")
+    frame = read_table(file)
+    validate_items(frame, text_column=text_column, id_column=id_column, source=file)
+    start = len(existing)
+    ids = frame[id_column].astype(str).str.strip().tolist() if id_column else \
+        [str(start + i + 1) for i in range(len(frame))]
+    taken = [(row, item_id) for row, item_id in enumerate(ids) if item_id in existing]
+    if taken:
+        row, item_id = taken[0]
+        raise CollectionError(f"{file}: row {row + 1}: id {item_id!r} is already in collection {collection!r} "
+                              f"({len(taken)} such rows): replace the collection instead, or give new ids")
+    texts = frame[text_column].fillna("").astype(str).str.strip().tolist()
+    meta_columns = [c for c in frame.columns if c not in (text_column, id_column)]
+    metadata = frame[meta_columns].to_dict(orient="records") if meta_columns else [{} for _ in ids]
+    vectors = existing.embedder.encode_document(texts, progress=progress, cancel=cancel, show_progress=show_progress)
+    existing.add(ids, vectors, texts=texts, metadata=metadata)
+    folder = existing.save(record.path)
+    commit_collection(db, name=collection, embedder=existing.embedder, index_kind=record.index_kind, folder=folder,
+                      source=record.source or file,
+                      items=({"item_key": item["id"], "text": item["text"], "metadata_json": item["metadata"]}
+                             for item in map(existing.item, existing.ids)))
+    return IndexReport(
+        collection=collection, count=len(ids), dimension=existing.dimension, model_id=existing.embedder.model_id,
+        model_spec=existing.embedder.spec, index_kind=record.index_kind,
+        index_factory=existing.stats()["index_factory"], path=str(folder), seconds=time.perf_counter() - started)
+
+
 def _image_paths(written: list[str], file: Path, column: str) -> list[Path]:
     """Image paths as written in the table, resolved against the table's folder; all must exist."""
     base = file.resolve().parent

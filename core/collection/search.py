@@ -39,7 +39,28 @@ class SearchHit:
     text: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "metadata": self.metadata}
+        return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata}
+
+
+TYPICAL_SAMPLE = 1000
+"""Items a query is compared with to learn what an unrelated item scores for it."""
+
+
+def typical_score(item_vectors: np.ndarray, query_vector: np.ndarray, *, sample: int = TYPICAL_SAMPLE) -> float:
+    """The query's median cosine to the collection's items (a seeded sample of them): what an ordinary,
+    unrelated item scores. Models differ in how compressed their cosines are (multilingual-e5 puts nearly
+    everything between 0.8 and 0.9), so a raw cosine says little until it is read against this."""
+    rows = item_vectors
+    if len(rows) > sample:
+        rows = rows[np.sort(np.random.default_rng(0).choice(len(rows), size=sample, replace=False))]
+    return float(np.median(np.asarray(rows, dtype=np.float32) @ np.asarray(query_vector, dtype=np.float32)))
+
+
+def relative_scores(scores: Sequence[float], typical: float) -> list[float]:
+    """Each score on a 0..1 scale from an ordinary item (``typical``) to the best result shown."""
+    top = max(scores, default=typical)
+    span = top - typical
+    return [float(np.clip((score - typical) / span, 0.0, 1.0)) if span > 1e-9 else 1.0 for score in scores]
 
 
 def check_k(k: object) -> None:

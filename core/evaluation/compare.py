@@ -6,7 +6,7 @@ before/after table runs and reports print.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,8 @@ class Regression:
     top_a: list[tuple[str, float]]
     top_b: list[tuple[str, float]]
     relevant_moves: dict[str, tuple[int | None, int | None]]  # item → (rank in A, rank in B), 1-based
+    item_texts: dict[str, str] = field(default_factory=dict)
+    """The text of every item named above: a person reads "Труба дымоходная 115 мм", not "P0083"."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,9 +82,11 @@ def regressions(a: EvaluationResult, b: EvaluationResult, data: RetrievalSet, *,
     for query_id in losers:
         top_a, top_b = a.rankings[dimension][query_id], b.rankings[dimension][query_id]
         relevant = [i for i, s in data.qrels[query_id].items() if s >= a.relevance_threshold]
+        named = {item for item, _ in top_a[:5]} | {item for item, _ in top_b[:5]} | set(relevant)
         result.append(Regression(query_id, data.queries[query_id], values_a[query_id] - values_b[query_id],
                                  values_a[query_id], values_b[query_id], top_a[:5], top_b[:5],
-                                 {item: (rank(top_a, item), rank(top_b, item)) for item in relevant}))
+                                 {item: (rank(top_a, item), rank(top_b, item)) for item in relevant},
+                                 {item: data.corpus[item] for item in sorted(named) if item in data.corpus}))
     return result
 
 

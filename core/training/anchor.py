@@ -42,19 +42,33 @@ def stored_vectors(collection: str | None, db: Any, model: Any) -> dict[str, np.
     return {text: vector for text, vector in zip(texts, stored.vectors, strict=True) if text}
 
 
+def anchored_items(unique_texts: int, max_pairs: int | None) -> int:
+    """How many corpus items the anchor pairs (each with ``NEAREST + RANDOM`` partners): all of them, or a sample
+    when that would exceed ``max_pairs``; 0 when there are too few to pair."""
+    count = unique_texts
+    if max_pairs is not None and count * (NEAREST + RANDOM) > max_pairs:
+        count = min(count, max(NEAREST + 2, max_pairs // (NEAREST + RANDOM)))
+    return count if count >= NEAREST + 2 else 0
+
+
+def anchor_row_count(unique_texts: int, domain_rows: int) -> int:
+    """The rows :func:`with_anchor` adds beside ``domain_rows`` (what a run's step count is planned from)."""
+    return anchored_items(unique_texts, max(domain_rows, MIN_ANCHOR_ROWS)) * (NEAREST + RANDOM)
+
+
 def anchor_dataset(model: Any, texts: Sequence[str], *, seed: int = 0, batch_size: int = 64,
                    max_pairs: int | None = None, known: dict[str, np.ndarray] | None = None) -> Any:
     """Pairs of corpus items with the base model's cosine as label (columns ``item_a``, ``item_b``, ``score``);
     with ``max_pairs``, a seeded sample of the items, so the anchor adds at most that many rows."""
     import datasets
 
-    unique = list(dict.fromkeys(t for t in texts if t and t.strip()))
-    if max_pairs is not None and len(unique) * (NEAREST + RANDOM) > max_pairs:
-        size = min(len(unique), max(NEAREST + 2, max_pairs // (NEAREST + RANDOM)))
+    unique = unique_texts(texts)
+    size = anchored_items(len(unique), max_pairs)
+    if size == 0:
+        return None
+    if size < len(unique):
         keep = np.random.default_rng(seed).choice(len(unique), size=size, replace=False)
         unique = [unique[i] for i in sorted(keep)]
-    if len(unique) < NEAREST + 2:
-        return None
     if known and all(text in known for text in unique):
         vectors = np.stack([known[text] for text in unique]).astype(np.float32)
     else:
@@ -78,6 +92,11 @@ def anchor_dataset(model: Any, texts: Sequence[str], *, seed: int = 0, batch_siz
     np.fill_diagonal(cosines, 1.0)
     return datasets.Dataset.from_dict({"item_a": [unique[i] for i in first], "item_b": [unique[j] for j in second],
                                        "score": cosines[first, second].astype(float).tolist()})
+
+
+def unique_texts(texts: Sequence[str]) -> list[str]:
+    """The corpus texts the anchor can pair: non-empty, each once, in order."""
+    return list(dict.fromkeys(t for t in texts if t and t.strip()))
 
 
 def anchor_loss(model: Any, weight: float) -> Any:

@@ -2,7 +2,8 @@
 
 ``ProgressBridge`` is a Hugging Face ``TrainerCallback``: it turns the trainer's logs into
 ``TrainingProgress`` snapshots (step, epoch, loss, eval metrics, ETA), keeps per-epoch
-metrics, and stops training at the next step once the cancel token is set (the trainer
+metrics, says at which step the loss it carries was logged (a chart draws a point there and
+nowhere else), and stops training at the next step once the cancel token is set (the trainer
 then saves a checkpoint, so the run can be resumed). Snapshots go out after every step, not
 only when the trainer logs, so a step count moves from the first step. ``CheckpointTimer``
 saves a checkpoint whenever ``every_s`` of training passed since the last one, so a killed run
@@ -18,7 +19,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from core.progress import CancelToken
+from core.progress import CancelToken, format_duration
 
 CONSOLE_INTERVAL_S = 5.0
 
@@ -32,6 +33,10 @@ class TrainingProgress:
     elapsed_s: float
     eta_s: float | None
     metrics: dict[str, float] = field(default_factory=dict)
+    loss_step: int | None = None
+    """The step at which ``loss`` was logged: the trainer logs every ``log_every`` steps, and a snapshot after
+    every step carries the latest logged value."""
+    log_every: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,20 +46,9 @@ class TrainingProgress:
         parts = [f"step {self.step}/{self.total_steps or '?'}", f"epoch {self.epoch:.2f}"]
         if self.loss is not None:
             parts.append(f"loss {self.loss:.4f}")
-        parts.append(f"{_duration(self.elapsed_s)} elapsed")
-        parts.append(f"ETA {_duration(self.eta_s)}" if self.eta_s is not None else "ETA –")
+        parts.append(f"{format_duration(self.elapsed_s)} elapsed")
+        parts.append(f"ETA {format_duration(self.eta_s)}")
         return " · ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def console_progress(write: Callable[[str], None], *, interval_s: float = CONSOLE_INTERVAL_S
@@ -84,6 +78,8 @@ class ProgressBridge(TrainerCallback):
         self.epoch_metrics: list[dict[str, Any]] = []
         self._started = time.perf_counter()
         self._last_loss: float | None = None
+        self._loss_step: int | None = None
+        self._log_every: int | None = None
         self._first_step = 0
         self._latest_metrics: dict[str, float] = {}
 
@@ -93,7 +89,7 @@ class ProgressBridge(TrainerCallback):
         done = int(state.global_step) - self._first_step  # a resumed run's ETA counts only this session's steps
         eta = elapsed / done * (total - state.global_step) if done > 0 and total else None
         return TrainingProgress(int(state.global_step), total, float(state.epoch or 0.0), self._last_loss, elapsed,
-                                eta, dict(self._latest_metrics))
+                                eta, dict(self._latest_metrics), self._loss_step, self._log_every)
 
     def _emit(self, state: Any) -> None:
         snapshot = self._snapshot(state)
@@ -105,12 +101,14 @@ class ProgressBridge(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._started = time.perf_counter()
         self._first_step = int(state.global_step)
+        self._log_every = int(getattr(args, "logging_steps", 0) or 0) or None
         self._emit(state)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
                **kwargs: Any) -> None:
         if logs and "loss" in logs:
             self._last_loss = float(logs["loss"])
+            self._loss_step = int(state.global_step)
         self._emit(state)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,

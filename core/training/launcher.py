@@ -26,7 +26,7 @@ from typing import Any
 
 from core.errors import EmbtuneError
 from core.training.config import TrainingConfig
-from core.training.runs import ACTIVE_STATES, process_start_time, state_label
+from core.training.runs import ACTIVE_STATES, CANCELLING, process_start_time, state_label
 
 
 def new_run_name() -> str:
@@ -36,12 +36,19 @@ def new_run_name() -> str:
     return f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
+DEFAULT_VALIDATION = TrainingConfig.model_fields["validation_fraction"].default
+DEFAULT_TEST = TrainingConfig.model_fields["test_fraction"].default
+
+
 def inspect_training_data(source: str, *, db: Any, corpus: str | None = None, corpus_text_column: str = "text",
-                          data_format: str = "auto") -> dict[str, Any]:
+                          data_format: str = "auto", group_by: str = "auto", validation: float = DEFAULT_VALIDATION,
+                          test: float = DEFAULT_TEST) -> dict[str, Any]:
     """What a training source holds, before a run is configured: format, usable rows, the losses
-    that fit it, the format's recipe (the defaults a UI shows), validation warnings. Raises for
-    unusable data."""
-    from core.data.training_data import load_training_data
+    that fit it, the format's recipe (the defaults a UI shows), validation warnings, and whether its
+    groups fill every split at these fractions (``split_problem`` says why not, with how many are needed).
+    Raises for unusable data."""
+    from core.data.split import group_counts, groups_needed
+    from core.data.training_data import group_column_for, load_training_data
     from core.training.losses import LOSSES_BY_FORMAT
     from core.training.recipes import recipe_for
 
@@ -49,17 +56,57 @@ def inspect_training_data(source: str, *, db: Any, corpus: str | None = None, co
                               db=db)
     recipe = recipe_for(data.data_format)
     losses = [recipe.loss, *[loss for loss in LOSSES_BY_FORMAT[data.data_format] if loss != recipe.loss]]
+    group = group_column_for(data.frame, group_by)
+    groups = int(data.frame[group].astype(str).nunique()) if group in data.frame.columns else 0
+    counts = group_counts(groups, validation=validation, test=test)
+    needed = groups_needed(validation=validation, test=test)
+    empty = counts.empty_splits(validation, test)
+    unit = ("query" if groups == 1 else "queries") if group in ("anchor", "query_id") else \
+        f"group{'' if groups == 1 else 's'} of '{group}'"
+    problem = None
+    if empty:
+        problem = (f"only {groups} {unit}: the {empty[0]} split would be empty at validation {validation:g} / test "
+                   f"{test:g} — {needed} are needed ({needed - groups} more), or change the fractions")
     return {"data_format": data.data_format, "rows": data.report.rows, "losses": losses,
-            "recipe": recipe.to_dict(), "counts": dict(data.report.counts), "warnings": list(data.report.warnings)}
+            "recipe": recipe.to_dict(), "counts": dict(data.report.counts), "warnings": list(data.report.warnings),
+            "group_by": group, "group_unit": unit, "groups": groups, "groups_needed": needed,
+            "split_groups": {"train": counts.train, "validation": counts.validation, "test": counts.test},
+            "split_problem": problem}
+
+
+def labels_shortfall(collection: str, db: Any, *, validation: float = DEFAULT_VALIDATION,
+                     test: float = DEFAULT_TEST) -> str | None:
+    """What the labels of ``collection`` still lack to train, in numbers (pairs and queries to add), or None when
+    there are enough of both; a UI says this before anyone tries to launch."""
+    from core.data.split import groups_needed
+    from core.data.validate import MIN_TRAINING_ROWS
+
+    labels = db.labels(collection)
+    pairs = len({(label.query, label.item_key) for label in labels})
+    queries = len({label.query for label in labels})
+    needed = groups_needed(validation=validation, test=test)
+    lacking = [f"{MIN_TRAINING_ROWS - pairs} more pairs" if pairs < MIN_TRAINING_ROWS else "",
+               f"{needed - queries} more queries" if queries < needed else ""]
+    lacking = [part for part in lacking if part]
+    if not lacking:
+        return None
+    return (f"{pairs} labelled pair{'' if pairs == 1 else 's'} on {queries} quer{'y' if queries == 1 else 'ies'}; "
+            f"training needs at least {MIN_TRAINING_ROWS} pairs on {needed} queries (validation {validation:g} / "
+            f"test {test:g}): label {' and '.join(lacking)}, or change the fractions")
 
 
 def check_launch(config: TrainingConfig, db: Any) -> dict[str, Any]:
-    """Refuse a run that cannot train before a process is started: too few pairs, a loss that does
-    not fit the data, a base-model folder that does not exist."""
+    """Refuse a run that cannot train before a process is started: too few pairs or queries for the
+    split, a loss that does not fit the data, a base-model folder that does not exist."""
+    from core.errors import DataError
     from core.training.losses import choose_loss
 
     found = inspect_training_data(config.data, db=db, corpus=config.corpus,
-                                  corpus_text_column=config.corpus_text_column, data_format=config.data_format)
+                                  corpus_text_column=config.corpus_text_column, data_format=config.data_format,
+                                  group_by=config.group_by, validation=config.validation_fraction,
+                                  test=config.test_fraction)
+    if found["split_problem"]:
+        raise DataError(f"{config.data}: {found['split_problem']}")
     found["loss"] = choose_loss(config.loss, found["data_format"])
     model = Path(config.model).expanduser()
     if config.model != "default" and (config.model.startswith((".", "/", "~")) or model.is_absolute()) \
@@ -168,7 +215,8 @@ def cancel_training(name: str, db: Any) -> None:
     run = runs.get(name)
     if run is None:
         raise EmbtuneError(f"training run {name!r} does not exist")
-    if run.status not in ACTIVE_STATES:
-        raise EmbtuneError(f"training run {name!r} is {state_label(run)}; only queued or running runs can be "
-                           "cancelled")
-    runs.request_cancel(name)
+    if run.status == CANCELLING:
+        return
+    if run.status not in ACTIVE_STATES or not runs.request_cancel(name):  # it may have ended a moment ago
+        raise EmbtuneError(f"training run {name!r} is {state_label(runs.get(name) or run)}; only queued or running "
+                           "runs can be cancelled")

@@ -61,8 +61,11 @@ class RunRecorder:
     def record(self, snapshot: TrainingProgress) -> None:
         with self._lock:
             first_step = not self._progress.get("step") and snapshot.step > 0  # the page waits for this one
-            if snapshot.loss is not None and (not self._history or self._history[-1]["step"] != snapshot.step):
-                self._history.append({"step": snapshot.step, "epoch": snapshot.epoch, "loss": snapshot.loss})
+            # One point per logged loss, at the step it was logged: snapshots after every step repeat the
+            # latest value, and drawing those would turn the curve into a staircase.
+            if snapshot.loss is not None and snapshot.loss_step is not None and \
+                    (not self._history or self._history[-1]["step"] != snapshot.loss_step):
+                self._history.append({"step": snapshot.loss_step, "epoch": snapshot.epoch, "loss": snapshot.loss})
                 if len(self._history) > HISTORY_POINTS:
                     del self._history[1::2]
             self._progress.update(snapshot.to_dict())

@@ -1,6 +1,6 @@
 """Training runs as users see them: their states, which run a name picks, and runs whose process died.
 
-Stored statuses are short words (``queued``, ``running``, ``finished``, ``not proven``,
+Stored statuses are short words (``queued``, ``running``, ``cancelling``, ``finished``, ``not proven``,
 ``rejected``, ``cancelled``, ``interrupted``, ``failed``); what a person reads adds the step or
 the reason ("interrupted at step 8", "finished (not proven)", "rejected: forgetting …"). Runs
 recorded before the gate existed say ``done``: their stored before/after comparisons still carry
@@ -24,9 +24,10 @@ from typing import Any
 from core.errors import EmbtuneError
 from core.training.gate import FINISHED, NOT_PROVEN, REJECTED, GateDecision, decide
 
-QUEUED, RUNNING, CANCELLED, INTERRUPTED, FAILED = "queued", "running", "cancelled", "interrupted", "failed"
+QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"
+CANCELLED, INTERRUPTED, FAILED = "cancelled", "interrupted", "failed"
 LEGACY_DONE = "done"
-ACTIVE_STATES = (QUEUED, RUNNING)
+ACTIVE_STATES = (QUEUED, RUNNING, CANCELLING)
 ENDED_STATES = (FINISHED, NOT_PROVEN, REJECTED, CANCELLED, INTERRUPTED, FAILED, LEGACY_DONE)
 WITH_MODEL = (FINISHED, NOT_PROVEN, REJECTED)
 HEARTBEAT_STALE_S = 30.0
@@ -69,6 +70,8 @@ def state_label(run: Any) -> str:
     status = effective_status(run)
     if status in (CANCELLED, INTERRUPTED):
         return f"{status} at step {run_step(run)}"
+    if status == CANCELLING:
+        return f"cancelling… (stops after step {run_step(run) + 1}, then saves a checkpoint)"
     if status == FAILED:
         return f"failed: {run.error}" if run.error else "failed"
     if status == NOT_PROVEN:
@@ -140,6 +143,23 @@ def resolve_model_spec(spec: str, db: Any = None, *, collection: str | None = No
     if not spec.startswith("run:"):
         return spec
     return str(resolve_run(spec, db, collection=collection).model_path)
+
+
+def run_of_model(spec: str, db: Any) -> Any | None:
+    """The run whose model a spec names — ``run:NAME``, ``run:latest`` or the run's model folder — or None
+    (a bundled or hub model, or no database)."""
+    if db is None:
+        return None
+    if spec.startswith("run:"):
+        return resolve_run(spec, db)
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        return None
+    from storage.runs import RunStore
+
+    folder = folder.resolve()
+    return next((run for run in RunStore(db).list() if run.model_path and Path(run.model_path).resolve() == folder),
+                None)
 
 
 def servable_specs(db: Any, collection: str | None = None) -> list[str]:

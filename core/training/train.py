@@ -28,7 +28,6 @@ from core.data.training_data import (
     loss_dataset,
     retrieval_set_for,
 )
-from core.device import resolve_device
 from core.errors import EmbtuneError
 from core.evaluation import RetrievalSet, load_retrieval_set, metric_name
 from core.progress import CancelToken
@@ -38,9 +37,11 @@ from core.training.callbacks import CheckpointTimer, ProgressBridge, TrainingPro
 from core.training.config import TrainingConfig
 from core.training.examples import augmented_training_frame
 from core.training.gate import decide
+from core.training.heldout import TEST_SET_FOLDER, split_queries, test_set_folder
 from core.training.losses import build_loss, choose_loss
 from core.training.measure import as_embedder as _as_embedder
 from core.training.measure import before_after, forgetting_check, overfitting_warnings, validation_evaluator
+from core.training.model import device_and_precision, load_trainable, model_dimension
 from core.training.prefix_axes import align_prefixes
 from core.training.recipes import apply_recipe, resolve_matryoshka_dims
 from core.training.run_record import RunRecorder, stop_on_signals
@@ -76,6 +77,8 @@ class TrainingResult:
     resumed_from: str | None = None
     prefix_axes: dict[str, Any] = field(default_factory=dict)
     """Whether the principal axes were added after training (``PrefixAxesOutcome.to_dict()``)."""
+    splits: dict[str, Any] = field(default_factory=dict)
+    """The queries of each split (``core.training.heldout``): what later evaluations check for overlap."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,12 +112,13 @@ def train(
     splits = split_by_group(data.frame, group, validation=config.validation_fraction, test=config.test_fraction,
                             seed=config.seed, source=config.data)
     result = TrainingResult(run_name, "running", str(output_dir), data.data_format, loss_name, splits.sizes(),
-                            data.report.to_dict(), warnings=list(data.report.warnings))
+                            data.report.to_dict(), warnings=list(data.report.warnings),
+                            splits=split_queries(splits, data.data_format))
     runs = _run_store(db) if int(os.environ.get("RANK", "0")) == 0 else None
     recorder = None
     if runs is not None:
         runs.start(run_name, collection_name=config.collection, config=config.to_dict(),
-                   dataset_fingerprint=_fingerprint(data.frame), model_path=str(output_dir))
+                   dataset_fingerprint=_fingerprint(data.frame), model_path=str(output_dir), splits=result.splits)
         recorder = RunRecorder(runs, run_name)
         recorder.register_process()
         recorder.start()
@@ -133,6 +137,7 @@ def train(
             recorder.stop()
     if runs is not None:
         runs.update(run_name, status=result.status, epoch_metrics=result.epoch_metrics, config=config.to_dict(),
+                    splits=result.splits,
                     error=(result.gate or {}).get("reason") if result.status == "rejected" else None,
                     before_after={"comparisons": result.before_after, "table": result.table,
                                   "forgetting": result.forgetting, "warnings": result.warnings, "gate": result.gate,
@@ -148,9 +153,9 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
     returned has every recipe value resolved (the Matryoshka dimensions need the model's)."""
     from sentence_transformers import SentenceTransformerTrainer
 
-    device, precision = _device_and_precision(config, result.warnings)
-    model = _load_trainable(config, device)
-    full_dim = _dimension(model)
+    device, precision = device_and_precision(config, result.warnings)
+    model = load_trainable(config, device)
+    full_dim = model_dimension(model)
     config = config.replace(matryoshka_dims=resolve_matryoshka_dims(config, data.data_format, full_dim))
     too_large = [d for d in config.matryoshka_dims if d > full_dim]
     if too_large:
@@ -230,7 +235,9 @@ def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any
     result.gate, result.status = decision.to_dict(), decision.status
     if recorder is not None:
         recorder.phase("saving")
-    _save_model(model, output_dir, config, result)
+    if test_set is not None:
+        result.splits["test_set"] = str(test_set_folder(output_dir))
+    _save_model(model, output_dir, config, result, test_set)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return config
 
@@ -292,68 +299,15 @@ def _check_output_dir(output_dir: Path, config: TrainingConfig) -> None:
     raise EmbtuneError(f"output folder {output_dir} exists and is not an embtune run: choose another or --overwrite")
 
 
-def _device_and_precision(config: TrainingConfig, warnings_list: list[str]) -> tuple[str, str]:
-    import torch
-
-    try:
-        device = resolve_device(config.device)
-    except EmbtuneError as exc:
-        warnings_list.append(f"{exc}; training on the CPU instead")
-        logger.warning(warnings_list[-1])
-        device = "cpu"
-    precision = config.precision
-    on_cuda = device.startswith("cuda")
-    if precision == "auto":
-        precision = "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "fp32"
-    elif precision in ("bf16", "fp16") and not on_cuda:
-        warnings_list.append(f"precision {precision} needs a CUDA GPU here; training in fp32 on {device}")
-        logger.warning(warnings_list[-1])
-        precision = "fp32"
-    return device, precision
-
-
-def _load_trainable(config: TrainingConfig, device: str) -> Any:
-    from core.embedders import load_embedder
-
-    embedder = load_embedder(config.model, device=device, fallback=False, cache=False, reuse=False)
-    model = embedder.model
-    model.max_seq_length = config.max_seq_length
-    if config.lora:
-        from peft import LoraConfig, TaskType
-
-        targets = config.lora_target_modules or _attention_targets(model)
-        model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=config.lora_r,
-                                     lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                                     target_modules=targets))
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        if trainable == 0:
-            raise EmbtuneError(f"LoRA on {targets} left no trainable parameters")
-    return model
-
-
-def _attention_targets(model: Any) -> list[str]:
-    """The query/value projections by their usual names (BERT: query/value; Llama-style: q_proj/v_proj)."""
-    import torch
-
-    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-    for pair in (["query", "value"], ["q_proj", "v_proj"], ["q", "v"], ["q_lin", "v_lin"]):
-        if set(pair) <= names:
-            return pair
-    raise EmbtuneError(f"cannot find attention projections for LoRA among {sorted(names)[:12]}: set "
-                       "lora_target_modules")
-
-
-def _dimension(model: Any) -> int:
-    from core.embedders.text import embedding_dimension
-
-    return embedding_dimension(model)
-
-
-def _save_model(model: Any, output_dir: Path, config: TrainingConfig, result: TrainingResult) -> None:
-    """Write to a sibling temp folder, then swap it in, so a crash never leaves half a model."""
+def _save_model(model: Any, output_dir: Path, config: TrainingConfig, result: TrainingResult,
+                test_set: RetrievalSet | None) -> None:
+    """Write to a sibling temp folder, then swap it in, so a crash never leaves half a model. The test split
+    the gate judged goes with it, so the run can be evaluated on it again."""
     staging = output_dir.parent / f".{output_dir.name}.saving-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     model.save(str(staging))
+    if test_set is not None:
+        test_set.write_folder(staging / TEST_SET_FOLDER)
     (staging / RUN_FILE).write_text(json.dumps({"config": config.to_dict(), "result": result.to_dict()},
                                                ensure_ascii=False, indent=2), encoding="utf-8")
     (staging / "before_after.md").write_text(result.table + "\n", encoding="utf-8")

@@ -65,7 +65,7 @@ def search_command(
     name: Annotated[str, typer.Argument(help="collection name")],
     query: Annotated[str | None, typer.Argument(help="text to search for")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="number of results")] = 5,
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of {id, score, metadata}")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list of {id, score, text, metadata}")] = False,
     filters: Annotated[list[str] | None, typer.Option("--filter", help="metadata field=value (repeatable)")] = None,
     image: Annotated[Path | None, typer.Option("--image", help="search with this image instead of a text "
                                                "(collections built with a clip: model)")] = None,

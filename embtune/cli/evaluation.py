@@ -16,8 +16,9 @@ app = typer.Typer()
 @app.command("eval")
 def eval_command(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Option("--data", help="pairs file (query, item/item_id, score) or a folder with "
-                                       "corpus/queries/qrels CSVs")],
+    data: Annotated[Path, typer.Option("--data", help="pairs file (query, item/item_id, score), a folder with "
+                                       "corpus/queries/qrels CSVs, bundled:catalogue|general, or run:NAME (the "
+                                       "test split that run was judged on)")],
     models: Annotated[list[str], typer.Option("--model", help="model spec or run:NAME (repeat to compare)")],
     dims: Annotated[str | None, typer.Option("--dims", help="Matryoshka dimensions, e.g. 384,256,128,64")] = None,
     corpus: Annotated[str | None, typer.Option("--corpus", help="collection or id,text file: the items searched "
@@ -28,6 +29,9 @@ def eval_command(
     regressions_limit: Annotated[int, typer.Option("--regressions", help="list the N queries the last model "
                                                    "lost most on")] = 0,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    exclude_training_queries: Annotated[bool, typer.Option(
+        "--exclude-training-queries", help="leave out the queries any evaluated run trained on (its training and "
+        "validation splits), for every model")] = False,
 ) -> None:
     """Retrieval metrics per dimension for each model; paired intervals between them."""
     from core.data.training_data import corpus_items
@@ -37,16 +41,20 @@ def eval_command(
     db = ctx.obj.database()
     items = corpus_items(corpus, corpus_text_column, db=db) if corpus else None
     report = run_evaluation(data, models, dimensions=split_ints(dims, "--dims") or None, corpus=items, db=db,
-                            device=device, regressions_limit=regressions_limit)
+                            device=device, regressions_limit=regressions_limit,
+                            exclude_training_queries=exclude_training_queries)
     typer.echo(f"evaluated {report.queries} queries against {report.corpus_items} corpus items"
                + (f" ({report.corpus_note})" if report.corpus_note else ""), err=True)
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(report.markdown())
     for regression in report.regressions:
         moves = ", ".join(f"{item}: {a or '-'}→{b or '-'}" for item, (a, b) in regression.relevant_moves.items())
         typer.echo(f"regression {regression.query_id} {regression.query!r}: {regression.value_a:.3f} → "
                    f"{regression.value_b:.3f}; relevant ranks {moves}")
-        typer.echo(f"    A top-5: {[i for i, _ in regression.top_a]}")
-        typer.echo(f"    B top-5: {[i for i, _ in regression.top_b]}")
+        for label, ranking in (("A", regression.top_a), ("B", regression.top_b)):
+            typer.echo(f"    {label} top-5: " + "; ".join(f"{item} {regression.item_texts.get(item, '')}".strip()
+                                                         for item, _ in ranking))
     if json_out is not None:
         atomic_write_json(json_out, report.to_dict())
         atomic_write_text(json_out.with_suffix(".md"), report.markdown())

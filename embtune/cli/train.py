@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from core.errors import EmbtuneError
+from core.progress import format_duration
 from embtune.cli.common import split_ints
 
 REJECTED_EXIT = 3
@@ -202,7 +203,7 @@ def list_runs(
     typer.echo(f"{'name':<32} {'collection':<14} {'step':>11} {'duration':>9} {'verdict':<11} {'Δ':>8}  state")
     for row in rows:
         step = f"{row['step']}/{row['total_steps']}" if row["total_steps"] else str(row["step"])
-        duration = f"{row['duration_s']:.0f} s" if row["duration_s"] is not None else "–"
+        duration = format_duration(row["duration_s"])
         delta = f"{row['delta']:+.4f}" if row["delta"] is not None else "–"
         typer.echo(f"{row['name']:<32} {row['collection'] or '–':<14} {step:>11} {duration:>9} "
                    f"{row['verdict'] or '–':<11} {delta:>8}  {row['state']}")
@@ -211,16 +212,19 @@ def list_runs(
 @runs_app.command("show")
 def show_run(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="run name (or run:NAME)")],
+    name: Annotated[str, typer.Argument(help="run name, run:NAME, or run:latest (the run search serves)")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """One run's record: state, gate decision with figures, config, progress, before/after table."""
-    from core.training.runs import gate_of, refresh_runs, run_summary
+    from core.training.runs import gate_of, newest_servable_run, refresh_runs, run_summary
 
+    db = ctx.obj.database()
     bare = name[4:] if name.startswith("run:") else name
-    run = next((r for r in refresh_runs(ctx.obj.database()) if r.name == bare), None)
+    runs = refresh_runs(db)
+    run = newest_servable_run(db) if bare == "latest" else next((r for r in runs if r.name == bare), None)
     if run is None:
-        raise EmbtuneError(f"no training run named {bare!r} (embtune runs lists them)")
+        raise EmbtuneError("run:latest: no finished training run (rejected runs are only used by name)"
+                           if bare == "latest" else f"no training run named {bare!r} (embtune runs lists them)")
     gate = gate_of(run)
     record = {**run_summary(run), "gate": gate.to_dict() if gate else None, "config": run.config,
               "progress": {k: v for k, v in (run.progress or {}).items() if k != "history"},
@@ -230,8 +234,11 @@ def show_run(
         typer.echo(json.dumps(record, ensure_ascii=False, indent=2, default=str))
         return
     typer.echo(f"run {run.name}: {record['state']}")
-    for key in ("collection", "step", "total_steps", "duration_s", "model_path", "started_at"):
-        typer.echo(f"  {key:<12} {record[key]}")
+    typer.echo(f"  {'collection':<12} {record['collection'] or '–'}")
+    typer.echo(f"  {'step':<12} {record['step']}/{record['total_steps'] or '?'}")
+    typer.echo(f"  {'started':<12} {record['started_at'] or '–'}")
+    typer.echo(f"  {'duration':<12} {format_duration(record['duration_s'])}")
+    typer.echo(f"  {'model':<12} {record['model_path'] or '–'}")
     if gate is not None:
         typer.echo(f"  gate         {gate.summary()}")
         if gate.forgetting:
