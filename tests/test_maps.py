@@ -125,3 +125,14 @@ def test_map_cli_bad_input_is_one_error_line(shop: str, run_cli, tmp_path: Path)
     missing = run_cli("map", "nope", "--method", "tsne", "--out", str(tmp_path / "m.png"))
     assert missing.code == 1 and "collection 'nope' does not exist" in missing.err
     assert not (tmp_path / "m.png").exists()
+
+
+def test_twenty_five_categories_get_twenty_five_different_marks() -> None:
+    from webapp.charts import category_encoding, category_style
+
+    categories = [f"category {i:02d}" for i in range(25)]
+    style = category_style(categories * 3)  # repeated values: one style each
+    assert len(style) == 25 and len(set(style.values())) == 25
+    encoding = category_encoding("category", categories)
+    assert {"color", "shape"} <= set(encoding)  # past ten categories the shape carries the difference too
+    assert set(category_encoding("category", categories[:10])) == {"color"}

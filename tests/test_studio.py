@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from core.data.importing import save_upload
@@ -15,7 +16,7 @@ from core.errors import DataError
 from storage.db import Database
 from storage.runs import RunStore
 from storage.workspace import Workspace
-from tests.conftest import bench_config
+from tests.conftest import bench_config, seed_training_speed
 
 PAGES = Path(__file__).resolve().parents[1] / "webapp" / "pages"
 APP = PAGES.parent / "app.py"
@@ -45,7 +46,10 @@ def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Workspace, D
     monkeypatch.setenv("EMBTUNE_HOME", str(root))
     monkeypatch.delenv("EMBTUNE_DB", raising=False)
     workspace = Workspace.open(root)
+    seed_training_speed(workspace)
     return workspace, Database(workspace.default_db_url)
+
+
 
 
 ITEM_NAMES = ["chimney pipe steel", "chimney pipe", "garden hose", "cordless drill", "drill bits", "paint white",
@@ -96,10 +100,21 @@ def test_data_page_lists_collections_and_searches(populated) -> None:
     test.text_input(key="search_query").input("chimney").run()
     no_traceback(test)
     results = test.dataframe[-1].value
-    assert len(results) == 5 and {"rank", "id", "score", "text", "category"} <= set(results.columns)
+    assert len(results) == 5 and {"rank", "id", "match", "cosine", "text", "category"} <= set(results.columns)
+    # the bar reads each cosine against what an ordinary item of the collection scores for this query
+    from core.collection.named import open_collection
+
+    workspace, db = populated
+    collection = open_collection("shop", workspace=workspace, db=db)
+    query = collection.embedder.encode_query(["chimney"])[0]
+    ordinary = float(np.median(collection.vectors @ query))
+    top = results["cosine"].max()
+    expected = np.clip((results["cosine"] - ordinary) / (top - ordinary), 0, 1)
+    assert np.allclose(results["match"], expected, atol=1e-3) and results["match"].iloc[0] == 1.0
+    assert any(f"cosine {ordinary:.3f}, empty bar" in text for text in texts(test.caption))
     test.radio(key="search_layout").set_value("Cards").run()
     no_traceback(test)
-    assert any("score" in text for text in texts(test.caption) + texts(test.markdown))
+    assert any("cosine" in bar.proto.text for bar in test.get("progress"))
 
 
 def test_import_checks_first_and_writes_only_on_confirm(populated, tmp_path: Path) -> None:
@@ -115,6 +130,38 @@ def test_import_checks_first_and_writes_only_on_confirm(populated, tmp_path: Pat
     no_traceback(test)
     assert db.get_collection("more").item_count == 2
     assert any("indexed 2 items" in s for s in texts(test.success))
+
+
+def test_importing_into_an_existing_name_asks_replace_add_or_cancel(populated, tmp_path: Path) -> None:
+    from core.collection.named import open_collection
+
+    workspace, db = populated
+    more = tmp_path / "shop.csv"  # the file's stem is the name offered: the existing collection's
+    more.write_text("id,name,category\nA1,chimney brush,chimney\nA2,ladder,tools\n", encoding="utf-8")
+    before = open_collection("shop", workspace=workspace, db=db)
+    test = page("data", import_source="A file on this machine")
+    test.text_input(key="import_path").input(str(more)).run()
+    no_traceback(test)
+    assert any("A collection named 'shop' already exists (10 items" in w for w in texts(test.warning))
+    assert not [b for b in test.button if b.key == "import_confirm"]  # no silent replace
+
+    test.button(key="import_cancel").click().run()
+    assert db.get_collection("shop").item_count == 10 and any("Nothing was imported" in i for i in texts(test.info))
+
+    test.button(key="import_append").click().run()
+    no_traceback(test)
+    after = open_collection("shop", workspace=workspace, db=db)
+    assert db.get_collection("shop").item_count == 12 and len(after) == 12
+    assert after.item("P0") == before.item("P0") and after.item("A2")["text"] == "ladder"
+    hits = after.search("chimney brush", 1)  # the new rows are searched with the collection's own model
+    assert hits[0].id == "A1" and any("added 2 items to 'shop' (now 12)" in m for m in texts(test.success))
+    test.button(key="import_append").click().run()  # the same ids again: refused, nothing changes
+    assert any("id 'A1' is already in collection 'shop'" in e for e in texts(test.error))
+    assert db.get_collection("shop").item_count == 12
+
+    test.button(key="import_replace").click().run()
+    no_traceback(test)
+    assert db.get_collection("shop").item_count == 2
 
 
 def test_import_shows_row_problems_as_a_table_and_writes_nothing(populated, tmp_path: Path) -> None:
@@ -267,7 +314,8 @@ def test_train_page_reads_a_training_file_once_per_version(populated, tmp_path: 
     pairs.write_text("anchor,positive\n" + "".join(f"q{i},item {i}\n" for i in range(12)), encoding="utf-8")
     reads: list[str] = []
     inspect = launcher.inspect_training_data
-    monkeypatch.setattr(launcher, "inspect_training_data", lambda data, **kw: reads.append(data) or inspect(data, **kw))
+    monkeypatch.setattr(launcher, "inspect_training_data",
+                        lambda data, **kw: (data == str(pairs) and reads.append(data)) or inspect(data, **kw))
     test = page("train", train_source="A file on this machine")
     test.text_input(key="train_file").input(str(pairs)).run()
     test.number_input(key="train_epochs").set_value(2.0).run()  # any widget change reruns the page
@@ -295,7 +343,51 @@ def test_the_train_page_opens_on_data_it_can_train_and_says_why_labels_cannot(po
     assert test.radio(key="train_source").value == "Bundled catalogue"
     assert "usable rows of scored data" in " ".join(texts(test.caption))
     test.radio(key="train_source").set_value("Labels in storage").run()
-    assert any("no labelled pairs yet" in e for e in texts(test.error))
+    assert any("These labels cannot train yet: 0 labelled pairs on 0 queries" in e for e in texts(test.error))
+
+
+def _label(db, queries: list[str], per_query: int) -> None:
+    db.add_labels([{"collection_name": "shop", "query": query, "item_key": f"P{i}", "item_text": ITEM_NAMES[i],
+                    "score": 1.0 if i % 2 else 0.0, "annotator": "ann"}
+                   for query in queries for i in range(per_query)])
+
+
+def test_labels_too_few_to_split_open_the_bundled_data_say_how_many_more_and_keep_launch_off(populated) -> None:
+    _, db = populated
+    _label(db, ["chimney", "drill"], 6)  # 12 usable pairs, but only 2 queries for 3 splits
+    test = page("train")
+    no_traceback(test)
+    assert test.radio(key="train_source").value == "Bundled catalogue"
+    [why] = [i for i in texts(test.info) if i.startswith("Opened on the bundled catalogue")]
+    assert ("cannot train yet — 12 labelled pairs on 2 queries; training needs at least 8 pairs on 6 queries "
+            "(validation 0.1 / test 0.2): label 4 more queries, or change the fractions") in why
+    launch = next(b for b in test.button if b.key == "train_launch")
+    assert not launch.disabled  # the bundled data can train
+
+    test.radio(key="train_source").set_value("Labels in storage").run()
+    assert any("These labels cannot train yet: 12 labelled pairs on 2 queries" in e for e in texts(test.error))
+    launch = next(b for b in test.button if b.key == "train_launch")
+    assert launch.disabled and "label 4 more queries" in " ".join(texts(test.caption))
+    test.number_input(key="train_validation").set_value(0.0).run()
+    test.number_input(key="train_test").set_value(0.5).run()  # 1 query trains, 1 is held out
+    no_traceback(test)
+    assert not test.error and not next(b for b in test.button if b.key == "train_launch").disabled
+    assert json.loads(test.code[0].value)["validation_fraction"] == 0.0
+
+
+def test_the_cost_of_a_run_is_shown_before_launch_from_the_measured_speed(populated) -> None:
+    from core.training.config import TrainingConfig
+    from core.training.cost import plan_steps
+
+    _, db = populated
+    test = page("train")  # the bundled catalogue with the default model; its speed is a known 3.2 s a step
+    no_traceback(test)
+    config = TrainingConfig.from_dict(json.loads(test.code[0].value))
+    steps = plan_steps(config, db=db).steps
+    [line] = [i for i in texts(test.info) if "steps" in i and "of training on this machine" in i]
+    assert f"**{steps} steps**" in line and "3.20 s a step" in line and "a test's figure" in line
+    minutes = steps * 3.2 / 60
+    assert f"{int(minutes)} min" in line  # shown in minutes, not thousands of seconds
 
 
 def test_runs_list_shows_a_failed_run_with_its_reason(populated) -> None:
@@ -349,6 +441,41 @@ def test_compare_page_shows_a_runs_table_forgetting_and_whether_the_axes_were_ke
     assert any("| 64 | 0.3560 | 0.6157 |" in text for text in texts(test.markdown))
     assert "principal axes kept: validation NDCG@10 at 64 d 0.6363 → 0.6819" in texts(test.caption)
     assert [m.value for m in test.metric if m.label.startswith("Forgetting check (general)")] == ["0.7207"]
+
+
+def test_compare_opens_on_a_run_against_its_base_on_its_test_split_and_warns_of_training_queries(
+        populated, tmp_path: Path, tiny_model_dir: Path) -> None:
+    from core.training.config import TrainingConfig
+    from core.training.train import train
+    from tests.test_heldout import pairs_file
+
+    workspace, db = populated
+    data = pairs_file(tmp_path, 40)
+    train(TrainingConfig(data=str(data), output_dir=str(workspace.models_dir / "r1"), model=str(tiny_model_dir),
+                         epochs=1, batch_size=8, learning_rate=1e-3, max_seq_length=32, forgetting_check=False,
+                         device="cpu", matryoshka_dims=[], similarity_anchor=0, run_name="r1"), db=db,
+          show_progress=False)
+    gate = RunStore(db).get("r1").before_after["gate"]
+    test = page("compare")
+    assert test.radio(key="compare_mode").value.startswith("A run against its base")
+    test.button(key="compare_run_vs_base").click().run()
+    no_traceback(test)
+    comparison = next(f.value for f in test.dataframe if "verdict" in f.value.columns)
+    dimension = int(gate["metric"].split("_")[1])
+    row = comparison[(comparison["metric"] == "ndcg@10") & (comparison["dimension"] == dimension)].iloc[0]
+    assert (round(row["mean_a"], 4), round(row["mean_b"], 4)) == (round(gate["before"], 4), round(gate["after"], 4))
+    assert not test.warning  # its own test split: nothing it trained on
+
+    pairs = tmp_path / "all-queries.csv"
+    frame = pd.read_csv(data).rename(columns={"anchor": "query", "positive": "item"}).assign(score=1.0)
+    frame.drop(columns=["query_id"]).to_csv(pairs, index=False)
+    test.radio(key="compare_mode").set_value("Models on a data set").run()
+    test.radio(key="compare_data_kind").set_value("A folder or pairs file").run()
+    test.text_input(key="compare_data").input(str(pairs)).run()
+    test.multiselect(key="compare_models").set_value(["run:r1"]).run()
+    seen = 40 - len(RunStore(db).get("r1").splits["test"]["texts"])
+    assert any(w.startswith(f"{seen} of these queries are ones run:r1 trained on") for w in texts(test.warning))
+    assert test.checkbox(key="compare_exclude").value  # offered, and on
 
 
 def _retrieval_folder(tmp_path: Path) -> Path:

@@ -10,8 +10,10 @@ from pathlib import Path
 import streamlit as st
 
 PAGES = Path(__file__).resolve().parent / "pages"
+# A file of the app's own: an emoji or icon name as favicon makes the page fetch it from the internet.
+FAVICON = Path(__file__).resolve().parent / "favicon.png"
 
-st.set_page_config(page_title="embtune studio", page_icon=":material/search:", layout="wide")
+st.set_page_config(page_title="embtune studio", page_icon=str(FAVICON), layout="wide")
 navigation = st.navigation([
     st.Page(PAGES / "data.py", title="Data", icon=":material/database:", default=True),
     st.Page(PAGES / "label.py", title="Label", icon=":material/label:"),

@@ -122,8 +122,13 @@ def gate_verdict(gate: Any) -> None:
 
 
 def annotator_name() -> str:
-    """Who is labelling; asked in the sidebar and remembered for the session."""
-    name = st.sidebar.text_input("Annotator", value=st.session_state.get(ANNOTATOR_KEY, ""),
-                                 placeholder="your name", key="annotator_input").strip()
+    """Who is labelling; asked in the sidebar, kept in the page's address (a reload keeps it) and, for a new
+    tab, taken from the newest label in this workspace."""
+    _, db = workspace_and_db()
+    remembered = st.session_state.get(ANNOTATOR_KEY) or st.query_params.get(ANNOTATOR_KEY) or db.last_annotator()
+    name = st.sidebar.text_input("Annotator", value=remembered or "", placeholder="your name",
+                                 key="annotator_input").strip()
     st.session_state[ANNOTATOR_KEY] = name
+    if name and st.query_params.get(ANNOTATOR_KEY) != name:
+        st.query_params[ANNOTATOR_KEY] = name
     return name

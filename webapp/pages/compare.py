@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import EmbtuneError
-from core.evaluation import run_evaluation, save_report, saved_reports
+from core.evaluation import load_retrieval_set, run_evaluation, save_report, saved_reports
+from core.evaluation.reports import training_overlaps
 from webapp import widgets
 
 st.title("Compare")
@@ -19,39 +20,89 @@ workspace, db = widgets.workspace_and_db()
 VERDICT_COLOURS = {"better": "background-color: #c8efd0", "worse": "background-color: #f8c9c9"}
 
 # -- evaluate ---------------------------------------------------------------------------------------
-with st.expander("Evaluate models on one data set", expanded=not saved_reports(workspace.reports_dir)):
-    data_kind = st.radio("Data", ["Bundled catalogue", "Bundled general set", "A folder or pairs file"],
-                         horizontal=True, key="compare_data_kind")
-    data = {"Bundled catalogue": "bundled:catalogue", "Bundled general set": "bundled:general"}.get(data_kind)
-    if data is None:
-        data = st.text_input("Folder with corpus/queries/qrels CSVs, or a pairs file", key="compare_data").strip()
-    choices = widgets.model_choices()
-    models = st.multiselect("Models (the first is the baseline)", choices, default=choices[:2], key="compare_models")
-    extra = st.text_input("More models (comma-separated specs or folders)", key="compare_extra")
-    models += [m.strip() for m in extra.split(",") if m.strip()]
-    dims = st.text_input("Dimensions (empty: the full size)", placeholder="384,256,128,64", key="compare_dims")
-    if st.button("Evaluate", type="primary", key="compare_run", disabled=not data or not models):
+from core.training.runs import WITH_MODEL, effective_status, gate_of  # noqa: E402
+from storage.runs import RunStore  # noqa: E402
+
+RUN_VS_BASE, ON_DATA = "A run against its base, on the run's own test split", "Models on a data set"
+judged = [run for run in RunStore(db).list() if effective_status(run) in WITH_MODEL and run.model_path
+          and (run.splits or {}).get("test_set")]
+
+
+def _evaluate(data: str, models: list[str], dimensions: list[int] | None, exclude: bool) -> None:
+    with st.spinner(f"evaluating {len(models)} model(s) on {data}…"):
+        report = run_evaluation(data, models, dimensions=dimensions, db=db, regressions_limit=10,
+                                exclude_training_queries=exclude)
+    target = save_report(report, workspace.reports_dir)
+    st.session_state["compare_report"] = target.name
+    st.success(f"saved {target.name}")
+
+
+st.header("Evaluate")
+with st.container(border=True):
+    mode = st.radio("What to compare", [RUN_VS_BASE, ON_DATA] if judged else [ON_DATA], horizontal=True,
+                    key="compare_mode")
+    if mode == RUN_VS_BASE:
+        run = next(r for r in judged if r.name == st.selectbox("Run", [r.name for r in judged],
+                                                               key="compare_default_run"))
+        base, dims = str(run.config.get("model") or "default"), list(run.config.get("matryoshka_dims") or [])
+        st.caption(f"`{base}` (the base this run started from) against `run:{run.name}`, on the "
+                   f"{(gate_of(run).queries if gate_of(run) else 'held-out')} test queries the gate judged it on — "
+                   "none of them trained on" + (f"; dimensions {', '.join(map(str, dims))}" if dims else ""))
+        if st.button("Evaluate", type="primary", key="compare_run_vs_base"):
+            with widgets.user_errors():
+                _evaluate(f"run:{run.name}", [base, f"run:{run.name}"], dims or None, False)
+    else:
+        data_kind = st.radio("Data", ["Bundled catalogue", "Bundled general set", "A folder or pairs file"],
+                             horizontal=True, key="compare_data_kind")
+        data = {"Bundled catalogue": "bundled:catalogue", "Bundled general set": "bundled:general"}.get(data_kind)
+        if data is None:
+            data = st.text_input("Folder with corpus/queries/qrels CSVs, or a pairs file", key="compare_data").strip()
+        choices = widgets.model_choices()
+        models = st.multiselect("Models (the first is the baseline)", choices, default=choices[:1],
+                                key="compare_models")
+        extra = st.text_input("More models (comma-separated specs or folders)", key="compare_extra")
+        models += [m.strip() for m in extra.split(",") if m.strip()]
+        dims = st.text_input("Dimensions (empty: the full size)", placeholder="384,256,128,64", key="compare_dims")
+        exclude = False
         with widgets.user_errors():
-            try:
-                dimensions = [int(part) for part in dims.split(",") if part.strip()] or None
-            except ValueError:
-                raise EmbtuneError(f"dimensions {dims!r}: whole numbers separated by commas") from None
-            with st.spinner(f"evaluating {len(models)} model(s) on {data}…"):
-                report = run_evaluation(data, models, dimensions=dimensions, db=db, regressions_limit=10)
-            target = save_report(report, workspace.reports_dir)
-            st.session_state["compare_report"] = target.name
-            st.success(f"saved {target.name}")
+            overlaps = training_overlaps(load_retrieval_set(data), models, db) if data and models else []
+            for overlap in overlaps:
+                st.warning(f"{overlap['queries']} of these queries are ones {overlap['model']} trained on: on them "
+                           "it measures memory, not search.")
+            if overlaps:
+                exclude = st.checkbox("Leave out the queries the runs trained on (for every model)", value=True,
+                                      key="compare_exclude")
+        if st.button("Evaluate", type="primary", key="compare_run", disabled=not data or not models):
+            with widgets.user_errors():
+                try:
+                    dimensions = [int(part) for part in dims.split(",") if part.strip()] or None
+                except ValueError:
+                    raise EmbtuneError(f"dimensions {dims!r}: whole numbers separated by commas") from None
+                _evaluate(data, models, dimensions, exclude)
 
 # -- a saved report -------------------------------------------------------------------------------
 reports = saved_reports(workspace.reports_dir)
 if reports:
-    st.header("Evaluation")
+    st.header("Saved evaluations")
     names = [p.name for p in reports]
     remembered = st.session_state.get("compare_report")
     chosen = st.selectbox("Report", names, index=names.index(remembered) if remembered in names else 0,
                           key="compare_report_pick")
     report = json.loads((workspace.reports_dir / chosen).read_text(encoding="utf-8"))
-    st.caption(f"data: {report['data']} · models: {', '.join(report.get('models', []))}")
+    st.caption(f"data: {report['data']} · {report.get('queries', '?')} queries · models: "
+               f"{', '.join(report.get('models', []))}")
+    for warning in report.get("warnings", []):
+        st.warning(warning)
+    judged = report.get("judged_run") or {}
+    gate = judged.get("gate")
+    if gate and gate.get("before") is not None:
+        dimension, metric = int(gate["metric"].split("_")[1]), gate["metric"].split("_", 2)[2]
+        pair = next((c for comparisons in report["comparisons"].values() for c in comparisons
+                     if c["dimension"] == dimension and c["metric"] == metric), None)
+        if pair is not None:
+            st.markdown(f"**{gate['metric']}** on run {judged['run']}'s test split: {pair['mean_a']:.4f} → "
+                        f"{pair['mean_b']:.4f} here · the gate measured {gate['before']:.4f} → {gate['after']:.4f} "
+                        "when the run ended")
     rows = [{"model": r["model_id"], "dim": int(name.split("_")[1]), "metric": name.split("_", 2)[2], "value": value}
             for r in report["results"] for name, value in r["metrics"].items()]
     metrics = pd.DataFrame(rows)
@@ -93,18 +144,18 @@ if reports:
             with st.container(border=True):
                 st.markdown(f"**{regression['query']}** — NDCG@10 {regression['value_a']:.3f} → "
                             f"{regression['value_b']:.3f}")
-                moves = ", ".join(f"{item}: {a or '–'} → {b or '–'}" for item, (a, b) in
-                                  regression["relevant_moves"].items())
+                moves = ", ".join(f"{(regression.get('item_texts') or {}).get(item, item)}: {a or '–'} → {b or '–'}"
+                                  for item, (a, b) in regression["relevant_moves"].items())
                 st.caption(f"relevant items' ranks (baseline → last model): {moves}")
+                named = regression.get("item_texts") or {}
                 left, right = st.columns(2)
-                left.dataframe(pd.DataFrame(regression["top_a"], columns=["item", "score"]), hide_index=True,
-                               width="stretch")
-                right.dataframe(pd.DataFrame(regression["top_b"], columns=["item", "score"]), hide_index=True,
-                                width="stretch")
+                for column, side, label in ((left, "top_a", "baseline"), (right, "top_b", "last model")):
+                    column.caption(label)
+                    column.dataframe(pd.DataFrame([{"item": named.get(item, item), "id": item, "score": score}
+                                                   for item, score in regression[side]]), hide_index=True,
+                                     width="stretch")
 
 # -- training runs: their own before/after and forgetting check ------------------------------------
-from core.training.runs import WITH_MODEL, effective_status, gate_of  # noqa: E402
-from storage.runs import RunStore  # noqa: E402
 
 done = [run for run in RunStore(db).list() if effective_status(run) in WITH_MODEL and run.before_after]
 if done:

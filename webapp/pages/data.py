@@ -83,11 +83,27 @@ with widgets.user_errors():
                                 id_column=None if id_column == "(row numbers)" else id_column)
         st.caption(f"{preview.rows} rows, columns: {', '.join(preview.columns)}")
         st.dataframe(preview.head, hide_index=True, width="stretch")
+        existing = db.get_collection(name) if name else None
+        action = None
         if preview.problems:
             st.error(f"{len(preview.problems)} problem(s): fix the file, nothing was written")
             st.dataframe(pd.DataFrame(preview.problems), hide_index=True, width="stretch")
-        elif st.button(f"Import {preview.rows} rows into {name!r}", type="primary", key="import_confirm"):
-            from core.collection.named import index_file
+        elif existing is None:
+            if st.button(f"Import {preview.rows} rows into {name!r}", type="primary", key="import_confirm"):
+                action = "replace"
+        else:
+            st.warning(f"A collection named {name!r} already exists ({existing.item_count} items, model "
+                       f"{existing.model_spec}). Replace it, add these rows to it (embedded with its own model), "
+                       "or cancel.")
+            replace, append, cancel = st.columns(3)
+            if replace.button(f"Replace {name!r} with these {preview.rows} rows", key="import_replace"):
+                action = "replace"
+            if append.button(f"Add these {preview.rows} rows to {name!r}", key="import_append"):
+                action = "append"
+            if cancel.button("Cancel", key="import_cancel"):
+                st.info(f"Nothing was imported; {name!r} is unchanged.")
+        if action is not None:
+            from core.collection.named import append_file, index_file
 
             bar = st.progress(0.0, text="embedding…")
 
@@ -95,17 +111,25 @@ with widgets.user_errors():
                 if progress.fraction is not None:
                     bar.progress(progress.fraction, text=f"{progress.task}: {progress.done}/{progress.total}")
 
+            ids = None if id_column == "(row numbers)" else id_column
             try:
-                report = index_file(path, collection=name, text_column=text_column,
-                                    id_column=None if id_column == "(row numbers)" else id_column, model=model,
-                                    index_kind=index_kind, workspace=workspace, db=db, progress=show,
-                                    show_progress=False)
+                if action == "append":
+                    report = append_file(path, collection=name, text_column=text_column, id_column=ids,
+                                         workspace=workspace, db=db, progress=show, show_progress=False)
+                else:
+                    report = index_file(path, collection=name, text_column=text_column, id_column=ids, model=model,
+                                        index_kind=index_kind, workspace=workspace, db=db, progress=show,
+                                        show_progress=False)
             except EmbtuneError:
                 bar.empty()
                 raise
             bar.progress(1.0, text="done")
-            st.success(f"indexed {report.count} items into {report.collection!r} with {report.model_id} "
-                       f"({report.dimension}-d, {report.index_factory}) in {report.seconds:.1f} s")
+            if action == "append":
+                st.success(f"added {report.count} items to {report.collection!r} (now "
+                           f"{db.get_collection(name).item_count}) with {report.model_id} in {report.seconds:.1f} s")
+            else:
+                st.success(f"indexed {report.count} items into {report.collection!r} with {report.model_id} "
+                           f"({report.dimension}-d, {report.index_factory}) in {report.seconds:.1f} s")
 
 # -- search ---------------------------------------------------------------------------------------
 st.header("Search")
@@ -132,15 +156,31 @@ if name:
         elif query.strip():
             hits = widgets.collection(name).search(query.strip(), int(k))
         if hits:
+            from core.collection.search import relative_scores, typical_score
+
             collection = widgets.collection(name)
-            results = [{"rank": i + 1, "id": hit.id, "score": round(hit.score, 4),
-                        "text": collection.item(hit.id).get("text"), **hit.metadata} for i, hit in enumerate(hits)]
+            query_vector = (collection.embedder.encode_images([kept]) if picture is not None else
+                            collection.embedder.encode_query([query.strip()]))[0]  # the search's own, cached
+            typical = typical_score(collection.vectors, query_vector)
+            bars = relative_scores([hit.score for hit in hits], typical)
+            results = [{"rank": i + 1, "match": bar, "text": collection.item(hit.id).get("text"), "id": hit.id,
+                        "cosine": round(hit.score, 4), **hit.metadata}
+                       for i, (hit, bar) in enumerate(zip(hits, bars, strict=True))]
+            st.caption(f"The bar places each result between an ordinary item of this collection for this query "
+                       f"(cosine {typical:.3f}, empty bar) and the best result (full bar): this model's cosines sit "
+                       "close together, so the raw cosine alone says little.")
             if layout == "Table":
-                st.dataframe(pd.DataFrame(results), hide_index=True, width="stretch")
+                st.dataframe(pd.DataFrame(results), hide_index=True, width="stretch", column_config={
+                    "match": st.column_config.ProgressColumn("match", min_value=0.0, max_value=1.0, format="percent",
+                                                             help="0 %: as close as an ordinary item; 100 %: the "
+                                                                  "best result"),
+                    "cosine": st.column_config.NumberColumn("cosine", format="%.4f", help="the raw cosine")})
             else:
                 for result in results:
                     with st.container(border=True):
-                        st.markdown(f"**{result['rank']}. {result['text'] or result['id']}**  ·  score "
-                                    f"{result['score']:.3f}")
-                        extra = {k: v for k, v in result.items() if k not in ("rank", "id", "score", "text")}
+                        st.markdown(f"**{result['rank']}. {result['text'] or result['id']}**")
+                        st.progress(result["match"], text=f"match {result['match']:.0%} · cosine "
+                                                          f"{result['cosine']:.3f}")
+                        extra = {k: v for k, v in result.items() if k not in ("rank", "id", "match", "cosine",
+                                                                               "text")}
                         st.caption(f"id {result['id']}" + "".join(f" · {k}: {v}" for k, v in extra.items()))

@@ -36,11 +36,16 @@ mode = st.radio("Query source", ["Next unlabelled", "From the query list", "Type
                 key="label_mode")
 query: str | None = None
 if mode == "Next unlabelled":
-    # The query stays until the analyst asks for the next one, so several candidates can be scored.
+    # The query stays until the analyst asks for the next one, so several candidates can be scored; a query
+    # once shown is never offered again in this session, labelled or not.
     current = st.session_state.get("label_current")
+    served: list[str] = st.session_state.setdefault("label_served", [])
     if st.button("Next unlabelled query", key="label_next") or current not in queued:
-        current = labelling.next_unlabelled_query(queued, labels, annotator or "anonymous", after=current)
+        current = labelling.next_unlabelled_query(queued, labels, annotator or "anonymous", after=current,
+                                                  served=served)
         st.session_state["label_current"] = current
+        if current is not None:
+            served.append(current)
     query = current
     if query is None:
         st.info("Every queued query has labels from you: import more queries below, or type one.")
@@ -60,8 +65,9 @@ with st.sidebar.expander("Candidates"):
                                 key="label_second_model")
 
 # -- candidates -----------------------------------------------------------------------------------
-# A click on a score only reruns this fragment (the page around it stays): the label is saved by the
-# button's callback, and the candidate list is computed once per query and kept while it is scored.
+# A click on a score saves the label in the button's callback, then the page reruns, so the counters and the
+# histogram above and below count it at once; the candidate list is computed once per query and kept while it
+# is scored.
 
 
 def _save(query: str, candidate: labelling.Candidate, score: float) -> None:
@@ -98,7 +104,6 @@ def _candidates(query: str, mine: dict[str, float]) -> list[labelling.Candidate]
     return kept[1]
 
 
-@st.fragment
 def candidates_panel(query: str) -> None:
     with widgets.user_errors():
         mine = {label.item_key: label.score for label in db.labels(name)
@@ -111,16 +116,18 @@ def candidates_panel(query: str) -> None:
             with st.container(border=True):
                 text_col, score_col = st.columns([3, 2])
                 text_col.markdown(f"**{candidate.text or candidate.item_id}**")
-                note = f"id {candidate.item_id} · score {candidate.score:.3f} · rank {candidate.rank} · " \
-                       f"{candidate.reason}"
-                if candidate.other_rank is not None:
-                    note += f" (second model: rank {candidate.other_rank})"
+                note = f"id {candidate.item_id} · rank {candidate.rank} · {candidate.reason}"
                 if candidate.item_id in mine:
                     note += f" · your label: {mine[candidate.item_id]:g}"
                 text_col.caption(note)
+                text_col.caption(f"Why shown: {candidate.explanation}.")
                 buttons = score_col.columns(5)
+                chosen = mine.get(candidate.item_id)
                 for column, value in zip(buttons[:3], (0.0, 0.5, 1.0), strict=True):
-                    column.button(f"{value:g}", key=f"score-{candidate.item_id}-{value}", help=f"label {value:g}",
+                    picked = chosen is not None and labelling.bucket(chosen) == value
+                    column.button(f"{value:g}", key=f"score-{candidate.item_id}-{value}",
+                                  help=f"your label: {chosen:g}" if picked else f"label {value:g}",
+                                  type="primary" if picked else "secondary",
                                   on_click=_save, args=(query, candidate, value))
                 buttons[3].button("Skip", key=f"skip-{candidate.item_id}", on_click=_skip, args=(query, candidate))
                 score_col.slider("finer score", 0.0, 1.0, 0.5, 0.05, key=f"fine-{candidate.item_id}",

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.maps import MAX_MAP_POINTS, METHODS, TOOLTIP_TEXT_CHARS, compute_map, place_query
-from webapp import widgets
+from webapp import charts, widgets
 
 st.title("Map")
 workspace, db = widgets.workspace_and_db()
@@ -48,8 +48,8 @@ def _chart(frame: pd.DataFrame, title: str, colour: str | None, placement, key: 
                 "y": alt.Y("y:Q", axis=None, scale=alt.Scale(zero=False)), "tooltip": fields,
                 "opacity": alt.condition(box, alt.value(0.85), alt.value(0.2))}
     if colour:
-        encoding["color"] = alt.Color(f"{colour}:N", title=colour)
-    points = alt.Chart(frame, title=title).mark_circle(size=40).encode(**encoding).add_params(box)
+        encoding |= charts.category_encoding(colour, frame[colour].tolist())
+    points = alt.Chart(frame, title=title).mark_point(size=45, filled=True).encode(**encoding).add_params(box)
     layers = [points]
     if placement is not None:
         near = alt.Chart(frame[frame["neighbour"]]).mark_circle(size=160, fill=None, stroke="black",

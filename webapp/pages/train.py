@@ -1,19 +1,36 @@
-"""Train: configure a fine-tune (the data format's recipe as defaults), launch it in its own process,
-follow it live (only the progress area refreshes), cancel it, and read the gate's verdict."""
+"""Train: configure a fine-tune (the data format's recipe as defaults), see what it will cost, launch it in its own
+process, follow it live (only the progress area refreshes), cancel it, and read the gate's verdict.
+
+The page never lets a run start that cannot train: a source whose queries cannot fill the split says how many
+more are needed, and Launch stays disabled with the reason."""
 
 from __future__ import annotations
 
 import json
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from core.data import training_data
-from core.training import launcher
+from core.progress import format_duration
+from core.training import cost, launcher
 from core.training.config import TrainingConfig
-from core.training.runs import ACTIVE_STATES, gate_of, refresh_runs, run_duration_s, run_summary
-from webapp import widgets
+from core.training.runs import (
+    ACTIVE_STATES,
+    CANCELLED,
+    CANCELLING,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    effective_status,
+    gate_of,
+    refresh_runs,
+    run_duration_s,
+    run_summary,
+    state_label,
+)
+from webapp import charts, widgets
 
 st.title("Train")
 workspace, db = widgets.workspace_and_db()
@@ -21,32 +38,80 @@ workspace, db = widgets.workspace_and_db()
 # -- configure ------------------------------------------------------------------------------------
 st.header("New run")
 names = widgets.collection_names()
-SOURCES = ["Labels in storage", "A file on this machine", "Bundled catalogue"]
+LABELS, FILE, BUNDLED = "Labels in storage", "A file on this machine", "Bundled catalogue"
+SOURCES = [LABELS, FILE, BUNDLED]
+
+split_left, split_right, _ = st.columns(3)
+validation = split_left.number_input("Validation fraction", 0.0, 0.9, launcher.DEFAULT_VALIDATION, 0.05,
+                                     key="train_validation", help="Share of queries (or groups) that pick the best "
+                                     "epoch and the principal axes")
+test = split_right.number_input("Test fraction", 0.0, 0.9, launcher.DEFAULT_TEST, 0.05, key="train_test",
+                                help="Share of queries held out for the gate's before/after: never trained on")
 
 
-def labels_can_train(collection_names: list[str]) -> bool:
-    """Whether the first collection's labels are enough to train on (else the page opens on the bundled data)."""
-    if not collection_names:
-        return False
+def inspect(data: str) -> dict:
+    return launcher.inspect_training_data(data, db=db, validation=float(validation), test=float(test))
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the training data…")
+def inspect_training_file(data: str, version: tuple[int, int, int], validation: float, test: float) -> dict:
+    """Read and checked once per version of the file: every widget change reruns this page, and a file of a
+    million pairs takes seconds to read. Errors are not cached, so a fixed file is read again."""
+    return launcher.inspect_training_data(data, db=None, validation=validation, test=test)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def plan_file_steps(config_json: str, version: tuple[int, int, int]) -> cost.StepPlan:
+    """The step plan of a config over a file, once per config and version of the file (it reads the file)."""
+    return cost.plan_steps(TrainingConfig.from_dict(json.loads(config_json)))
+
+
+def labels_state(collection_name: str) -> tuple[dict | None, str | None]:
+    """What the labels of a collection hold, or why they cannot train yet (in pairs and queries to add)."""
+    shortfall = launcher.labels_shortfall(collection_name, db, validation=float(validation), test=float(test))
+    if shortfall:
+        return None, shortfall
     try:
-        launcher.inspect_training_data(f"labels:{collection_names[0]}", db=db)
-    except Exception:  # too few labels, or none: not the source to open on
-        return False
-    return True
+        return inspect(f"labels:{collection_name}"), None
+    except Exception as exc:  # pairs whose items are gone, or no labels: shown as the reason
+        return None, str(exc)
 
 
-if "train_source" not in st.session_state:
-    st.session_state["train_source"] = SOURCES[0] if labels_can_train(names) else SOURCES[2]
+def use_bundled() -> None:
+    st.session_state["train_source"] = BUNDLED
+
+
+first_labels, first_labels_problem = labels_state(names[0]) if names else (None, "no collections yet")
+if "train_source" not in st.session_state:  # open on a source that can train
+    can_train = first_labels is not None and not first_labels["split_problem"]
+    st.session_state["train_source"] = LABELS if can_train else BUNDLED
+    if names and not can_train and db.labels(names[0]):
+        st.session_state["train_opened_on_bundled"] = names[0]
 source_kind = st.radio("Data", SOURCES, horizontal=True, key="train_source")
+why_bundled = st.session_state.get("train_opened_on_bundled")
+if source_kind == BUNDLED and why_bundled:
+    found_labels, problem = labels_state(why_bundled)
+    reason = found_labels["split_problem"] if found_labels else problem
+    if reason:
+        st.info(f"Opened on the bundled catalogue: the labels of {why_bundled!r} cannot train yet — {reason}. "
+                "Label more queries on the Label page, or change the fractions above.")
+
 collection = None
 data = None
-if source_kind == "Labels in storage":
+if source_kind == LABELS:
     if names:
         collection = st.selectbox("Collection whose labels to train on", names, key="train_collection")
-        data = f"labels:{collection}"
+        shortfall = launcher.labels_shortfall(collection, db, validation=float(validation), test=float(test))
+        if shortfall:
+            st.error(f"These labels cannot train yet: {shortfall}.")
+            st.button("Train on the bundled catalogue instead", key="train_use_bundled", on_click=use_bundled)
+            st.button("Launch", type="primary", key="train_launch", disabled=True, help=f"Launch is off: {shortfall}")
+            st.caption(f"Launch is off: {shortfall}.")
+        else:
+            data = f"labels:{collection}"
     else:
         st.info("No collections yet: import data and label pairs first.")
-elif source_kind == "A file on this machine":
+elif source_kind == FILE:
     data = st.text_input("Training file or dataset folder", key="train_file").strip() or None
     collection = st.selectbox("Trained for collection", ["(none)", *names], key="train_for") if names else None
     collection = None if collection == "(none)" else collection
@@ -54,24 +119,20 @@ else:
     data = "bundled:catalogue"
     collection = "catalogue" if "catalogue" in names else None
 
-
-@st.cache_data(max_entries=16, show_spinner="Reading the training data…")
-def inspect_training_file(data: str, version: tuple[int, int, int]) -> dict:
-    """Read and checked once per version of the file: every widget change reruns this page, and a file of a
-    million pairs takes seconds to read. Errors are not cached, so a fixed file is read again."""
-    return launcher.inspect_training_data(data, db=None)
-
-
 found = None
 if data:
     with widgets.user_errors():
         version = training_data.source_version(data)
-        found = (launcher.inspect_training_data(data, db=db) if version is None
-                 else inspect_training_file(data, version))
-        st.caption(f"{found['rows']} usable rows of {found['data_format']} data · "
-                   + " · ".join(f"{k}: {v}" for k, v in found["counts"].items()))
+        found = inspect(data) if version is None else inspect_training_file(data, version, float(validation),
+                                                                             float(test))
+        st.caption(f"{found['rows']} usable rows of {found['data_format']} data on {found['groups']} "
+                   f"{found['group_unit']} · " + " · ".join(f"{k}: {v}" for k, v in found["counts"].items()))
         for warning in found["warnings"]:
             st.warning(warning)
+        if found["split_problem"]:
+            st.error(f"This data cannot train yet: {found['split_problem']}.")
+            if source_kind != BUNDLED:
+                st.button("Train on the bundled catalogue instead", key="train_use_bundled", on_click=use_bundled)
 
 if found:
     recipe = found["recipe"]
@@ -103,19 +164,46 @@ if found:
                                 loss=loss, matryoshka_dims=list(dims) or None, epochs=float(epochs),
                                 batch_size=int(batch_size), learning_rate=float(learning_rate),
                                 augment_typos=int(typos), lora=lora, accept_worse=accept_worse, principal_axes=axes,
+                                validation_fraction=float(validation), test_fraction=float(test),
                                 collection=collection, run_name=run_name)
         with st.expander("TrainingConfig JSON"):
             st.code(json.dumps(config.to_dict(), indent=2, ensure_ascii=False), language="json")
-        if launcher.standby_enabled():
+        blocked = found["split_problem"]
+        if not blocked:
+            plan = cost.plan_steps(config, db=db) if version is None else plan_file_steps(
+                json.dumps(config.to_dict(), sort_keys=True), version)
+            speed = cost.speed_from_runs(config, refresh_runs(db))
+            if speed is None:
+                with st.spinner(f"Measuring this machine's speed for {base_model} (a few training steps, once)…"):
+                    speed = cost.probe_speed(config, db=db, cache_file=workspace.runs_dir / "speed.json")
+            extra = (f" plus about {format_duration(speed.overhead_s)} of loading and evaluation"
+                     if speed.overhead_s is not None else " plus loading and the evaluation after training")
+            st.info(f"**{plan.steps} steps** ({plan.batches_per_epoch} per epoch) · about "
+                    f"**{format_duration(plan.steps * speed.seconds_per_step)}** of training on this machine"
+                    f"{extra} — measured from {speed.source}: {speed.seconds_per_step:.2f} s a step.")
+        if launcher.standby_enabled() and not blocked:
             launcher.prepare_worker(db=db, workspace=workspace)  # imports done before the click
-        if st.button("Launch", type="primary", key="train_launch"):
+        if st.button("Launch", type="primary", key="train_launch", disabled=bool(blocked),
+                     help=f"Launch is off: {blocked}" if blocked else None):
             launched = launcher.launch_training(config, db=db, workspace=workspace)
             st.session_state.pop("train_auto_name", None)
-            st.session_state["train_selected"] = launched
+            st.session_state["train_run_pick"] = launched  # the new run is the one in view
             st.success(f"launched {launched}")
+        if blocked:
+            st.caption(f"Launch is off: {blocked}.")
 
 # -- runs -----------------------------------------------------------------------------------------
 st.header("Runs")
+
+
+def status_text(run) -> str:
+    """The status in a word or two (the metric is narrow): the phase while running, else the state without its
+    step or reason, which the message under the metrics gives in full."""
+    if run.status == RUNNING:
+        return (run.progress or {}).get("phase", "running")
+    if run.status == CANCELLING:
+        return "cancelling…"
+    return effective_status(run)
 
 
 @st.fragment(run_every=2.0)
@@ -125,44 +213,48 @@ def runs_panel() -> None:
         st.info("No runs yet.")
         return
     rows = [run_summary(run) for run in runs]
-    table = pd.DataFrame([{
+    st.dataframe(pd.DataFrame([{
         "run": row["name"], "state": row["state"], "collection": row["collection"],
-        "step": f"{row['step']}/{row['total_steps']}", "duration s": round(row["duration_s"] or 0.0, 1),
+        "step": f"{row['step']}/{row['total_steps']}", "duration": format_duration(row["duration_s"]),
         "verdict": row["verdict"] or "", "Δ primary": row["delta"],
-    } for row in rows])
-    st.dataframe(table, hide_index=True, width="stretch")
+    } for row in rows]), hide_index=True, width="stretch")
     names = [run.name for run in runs]
-    selected = st.session_state.get("train_selected")
-    chosen = st.selectbox("Run", names, index=names.index(selected) if selected in names else 0, key="train_run_pick")
-    st.session_state["train_selected"] = chosen
+    if st.session_state.get("train_run_pick") not in names:
+        st.session_state["train_run_pick"] = names[0]
+    chosen = st.selectbox("Run", names, key="train_run_pick")
     run = next(r for r in runs if r.name == chosen)
     progress = run.progress or {}
     cols = st.columns(5)
-    cols[0].metric("Status", run.status if run.status != "running" else progress.get("phase", "running"))
+    cols[0].metric("Status", status_text(run))
     cols[1].metric("Step", f"{progress.get('step', 0)} / {progress.get('total_steps', 0)}")
     cols[2].metric("Epoch", f"{progress.get('epoch', 0.0):.2f}")
-    cols[3].metric("Duration", f"{run_duration_s(run) or 0.0:.0f} s")
-    eta = progress.get("eta_s")
-    cols[4].metric("ETA", f"{eta:.0f} s" if eta is not None and run.status == "running" else "–")
+    cols[3].metric("Duration", format_duration(run_duration_s(run)))
+    cols[4].metric("ETA", format_duration(progress.get("eta_s")) if run.status == RUNNING else "–")
+    if run.status == CANCELLING:
+        st.warning(state_label(run))
     gate = gate_of(run)
     if gate is not None:
         widgets.gate_verdict(gate)
-    elif run.status in ("failed", "interrupted", "cancelled"):
-        st.error(run_summary(run)["state"])
-    history = progress.get("history") or []
-    if history:
-        st.altair_chart(alt.Chart(pd.DataFrame(history)).mark_line(point=True).encode(
-            x=alt.X("step:Q"), y=alt.Y("loss:Q", title="training loss"), tooltip=["step", "epoch", "loss"]),
-            width="stretch")
+    elif run.status in (FAILED, INTERRUPTED):
+        st.error(state_label(run))
+    elif run.status == CANCELLED:
+        st.warning(f"{state_label(run)}: its last checkpoint is kept for --resume.")
+    chart = charts.training_chart(progress, run.epoch_metrics or [])
+    if chart is not None:
+        st.altair_chart(chart, width="stretch")
+    elif run.status in ACTIVE_STATES and progress.get("log_every"):
+        st.caption(f"The loss is logged every {progress['log_every']} steps: its first point appears at step "
+                   f"{progress['log_every']}.")
     if run.epoch_metrics:
         st.caption("Evaluation per epoch")
         st.dataframe(pd.DataFrame(run.epoch_metrics), hide_index=True, width="stretch")
     if (run.before_after or {}).get("table"):
         st.caption("Before → after on the held-out test split")
         st.markdown(run.before_after["table"])
-    if run.status in ACTIVE_STATES and st.button("Cancel this run", key=f"cancel-{run.name}"):
-        launcher.cancel_training(run.name, db)
-        st.toast(f"cancelling {run.name}")
+    if run.status in (QUEUED, RUNNING) and st.button("Cancel this run", key=f"cancel-{run.name}"):
+        with widgets.user_errors():
+            launcher.cancel_training(run.name, db)
+            st.rerun(scope="fragment")
 
 
 runs_panel()
