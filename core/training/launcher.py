@@ -26,7 +26,7 @@ from typing import Any
 
 from core.errors import EmbtuneError
 from core.training.config import TrainingConfig
-from core.training.runs import ACTIVE_STATES, process_start_time, state_label
+from core.training.runs import ACTIVE_STATES, process_start_time, resolve_model_spec, state_label
 
 
 def new_run_name() -> str:
@@ -61,6 +61,7 @@ def check_launch(config: TrainingConfig, db: Any) -> dict[str, Any]:
     found = inspect_training_data(config.data, db=db, corpus=config.corpus,
                                   corpus_text_column=config.corpus_text_column, data_format=config.data_format)
     found["loss"] = choose_loss(config.loss, found["data_format"])
+    resolve_model_spec(config.model, db, collection=config.collection)  # an unknown run:NAME is refused now
     model = Path(config.model).expanduser()
     if config.model != "default" and (config.model.startswith((".", "/", "~")) or model.is_absolute()) \
             and not model.exists():
