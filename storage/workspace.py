@@ -216,16 +216,18 @@ def disk_full_error(exc: BaseException, target: str | os.PathLike[str]) -> Stora
     from the disk filling up, whatever the library made of it; None when the disk has room."""
     path = Path(target)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    if existing is None or isinstance(exc, StorageError) or shutil.disk_usage(existing).free >= DISK_FULL_BYTES:
+    if existing is None or isinstance(exc, StorageError):
+        return None
+    free = shutil.disk_usage(existing).free
+    if free >= DISK_FULL_BYTES:
         return None
     reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-    return StorageError(f"the disk holding {existing} is full ({_size(shutil.disk_usage(existing).free)} free): "
-                        f"{reason}")
+    return StorageError(f"the disk holding {existing} is full ({_size(free)} free): {reason}")
 
 
-def _size(count: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
+def _size(count: float) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if count < 1000:
             return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
         count /= 1000
-    return f"{count:.1f} TB"
+    return f"{count:.1f} GB"
