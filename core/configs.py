@@ -2,13 +2,15 @@
 
 A config arrives from a JSON file, CLI flags, a studio form or Python; in each case a wrong value
 must name the field, the value and what is allowed — never a traceback, never a silent coercion
-(``"384"`` is not a list of dimensions; ``"no"`` is False). Subclasses declare typed fields and
-their ``_label`` ("training config"); this base turns pydantic's errors into ``EmbtuneError``
-and gives every config the same JSON round trip.
+(``"384"`` is not a list of dimensions; ``"no"`` is not False; ``"1"`` in a file is not the number 1:
+a file is validated in pydantic's strict mode, where JSON's own types must match the fields').
+Subclasses declare typed fields and their ``_label`` ("training config"); this base turns
+pydantic's errors into ``EmbtuneError`` and gives every config the same JSON round trip.
 """
 
 from __future__ import annotations
 
+import contextvars
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,14 +18,20 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.errors import EmbtuneError
 
+# Set while a config file is validated: every config built then (nested ones too) is validated strictly.
+_STRICT: contextvars.ContextVar[bool] = contextvars.ContextVar("embtune_strict_config", default=False)
+
 
 class EmbtuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=False, arbitrary_types_allowed=True)
     _label: ClassVar[str] = "config"
 
     def __init__(self, **values: Any) -> None:
+        # BaseModel.__init__'s one call, with the strictness a file asks for (pydantic's own ``strict=`` flag of
+        # model_validate does not reach a model that defines __init__).
         try:
-            super().__init__(**values)
+            type(self).__pydantic_validator__.validate_python(values, self_instance=self,
+                                                              strict=True if _STRICT.get() else None)
         except ValidationError as exc:
             raise EmbtuneError(self.explain(exc)) from None
 
@@ -54,9 +62,15 @@ class EmbtuneConfig(BaseModel):
 
     @classmethod
     def from_json(cls, path: str | Path) -> Any:
+        """A config file, strictly: a string where a number or a yes/no belongs is refused, naming the field."""
         from core.data.formats import read_json_file
 
-        return cls.from_dict(read_json_file(path))
+        payload = read_json_file(path)
+        strict = _STRICT.set(True)
+        try:
+            return cls.from_dict(payload)
+        finally:
+            _STRICT.reset(strict)
 
     def replace(self, **changes: Any) -> Any:
         """A validated copy with ``changes`` (pydantic's ``model_copy`` would skip validation)."""

@@ -49,3 +49,8 @@ class StorageError(EmbtuneError):
 
 class CancelledError(EmbtuneError):
     """A long operation stopped because the caller asked it to."""
+
+
+class EmbtuneWarning(UserWarning):
+    """Something a user should know about work that still went ahead (a filter naming a field no item has, a
+    collection repaired on open): ``warnings.warn``-ed by ``core``; the CLI prints it as one ``warning:`` line."""

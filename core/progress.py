@@ -49,8 +49,12 @@ class CancelToken:
     """Set from any thread; long operations poll it between units of work."""
 
     _event: threading.Event = field(default_factory=threading.Event)
+    signal: int | None = None
+    """The signal that asked for the cancel (SIGTERM, SIGINT), if one did: a command exits 128 + it."""
 
-    def cancel(self) -> None:
+    def cancel(self, signal: int | None = None) -> None:
+        if signal is not None and self.signal is None:
+            self.signal = signal
         self._event.set()
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +27,24 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import StorageError
 from storage.tables import CollectionRecord, ItemRecord, LabelledPair, LabelQuery
+from storage.workspace import check_writable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK_KEY = 0x656D6274  # "embt": the PostgreSQL advisory lock migrations hold
 MIGRATION_LOCK_TIMEOUT_S = 120
 # Items per INSERT statement when a collection is saved (bounds the rows held in memory at once).
 ITEM_INSERT_CHUNK = 5_000
+# How long a SQLite writer waits for another process's write lock before giving up with one error line.
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+# SQLite failures that come from the file or another process, not from embtune's SQL: one line for the user.
+_SQLITE_ENVIRONMENT_ERRORS = {"SQLITE_READONLY": "is read-only", "SQLITE_FULL": "is on a full disk",
+                              "SQLITE_IOERR": "cannot be read or written", "SQLITE_CANTOPEN": "cannot be opened",
+                              "SQLITE_PERM": "may not be written"}
 
 
 def display_url(url: str) -> str:
@@ -88,6 +95,10 @@ class Database:
             raise StorageError(f"database URL {display_url(url)!r} is not usable: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            database = self.engine.url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                # SQLite writes its journal beside the file: a folder it cannot write fails every later write
+                check_writable(database, what="database")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:
             migrate(self.engine)
@@ -97,16 +108,39 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A transaction: committed on success, rolled back on any error."""
+        """A transaction: committed on success, rolled back on any error.
+
+        A database another process keeps locked past the busy timeout, a read-only or full one, is a
+        ``StorageError`` naming it (nothing of the transaction was written); any other error is a bug.
+        """
         session = self._sessions()
         try:
             yield session
             session.commit()
+        except OperationalError as exc:
+            with suppress(SQLAlchemyError):
+                session.rollback()
+            raise self._unavailable(exc) from exc
         except Exception:
             session.rollback()
             raise
         finally:
             session.close()
+
+    def _unavailable(self, exc: OperationalError) -> Exception:
+        """The user's one line for a database that refused a transaction, or ``exc`` itself for a bug's."""
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        where = display_url(self.url)
+        if self.engine.dialect.name != "sqlite":
+            return StorageError(f"database {where} is unavailable ({reason}): nothing was written; retry when it "
+                                "is reachable")
+        code = "_".join(str(getattr(exc.orig, "sqlite_errorname", "")).split("_")[:2])
+        if code in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+            return StorageError(f"database {where} is locked by another process (waited "
+                                f"{SQLITE_BUSY_TIMEOUT_MS / 1000:g} s): nothing was written; retry when the other "
+                                "writer has finished")
+        what = _SQLITE_ENVIRONMENT_ERRORS.get(code)
+        return exc if what is None else StorageError(f"database {where} {what} ({reason}): nothing was written")
 
     def ping(self) -> None:
         try:
@@ -251,5 +285,5 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()

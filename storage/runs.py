@@ -24,18 +24,30 @@ class RunStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def start(self, name: str, **fields: Any) -> None:
+    def start(self, name: str, *, takeover: bool = False, replace: bool = False, **fields: Any) -> None:
+        """Mark run ``name`` running with ``fields``. A name already taken is refused, unless the row is this
+        run's own (``takeover``: queued by the launcher, or the run being resumed, which keeps its row) or
+        ``replace`` forgets the earlier run first: its row, process and evaluations (``--overwrite``)."""
         with self.db.session() as session:
             run = session.scalar(select(TrainingRun).where(TrainingRun.name == name))
+            if run is not None and replace and not takeover:
+                session.execute(delete(RunProcess).where(RunProcess.run_name == name))
+                session.execute(delete(EvaluationRecord).where(EvaluationRecord.run_name == name))
+                session.delete(run)
+                session.flush()
+                run = None
             if run is None:
                 session.add(TrainingRun(name=name, status="running", started_at=utcnow(), **fields))
-            else:  # a queued run (launched from the studio) or a resumed one keeps its row
+            elif takeover:  # queued by the launcher (the studio), or resumed: the run keeps its row
                 for key, value in fields.items():
                     setattr(run, key, value)
                 # a cancel asked for while the run was queued stays visible until the worker acts on it
                 run.status = "cancelling" if run.status == "cancelling" else "running"
                 run.error, run.finished_at = None, None
                 run.started_at = run.started_at or utcnow()
+            else:
+                raise StorageError(f"a training run named {name!r} already exists ({run.status}): choose another "
+                                   "name, or replace it with --overwrite")
 
     def update(self, name: str, **fields: Any) -> None:
         if fields.get("status") in ENDED_STATUSES:

@@ -44,6 +44,9 @@ class CollectionRecord(Base):
     index_kind: Mapped[str] = mapped_column(String(200))
     path: Mapped[str] = mapped_column(Text)
     item_count: Mapped[int] = mapped_column(Integer, default=0)
+    generation: Mapped[int | None] = mapped_column(Integer, default=None)
+    """The generation of the folder's files this row describes (``core.collection.disk``); None: whatever the
+    folder's manifest names (rows written before generations were recorded)."""
     source: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ from core.errors import StorageError
 
 ENV_HOME = "EMBTUNE_HOME"
 ENV_DB = "EMBTUNE_DB"
+# Free space required beyond a write's estimated size: a tenth more, and at least this much besides.
+FREE_SPACE_FRACTION = 0.1
+FREE_SPACE_RESERVE_BYTES = 16 << 20
+# Below this much free space, a write that failed is reported as a full disk.
+DISK_FULL_BYTES = 1 << 20
 
 
 def default_workspace_root() -> Path:
@@ -161,3 +167,67 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+# -- paths a user gives, checked before the long work that ends by writing there ---------------------------
+
+
+def check_writable(target: str | os.PathLike[str], *, what: str, folder: bool = False) -> Path:
+    """Refuse at once a place that cannot be written: a file among its parents, a folder where a file goes (or
+    a file where a folder goes), a folder that does not let us create files. Creates nothing.
+
+    Checked before an evaluation, a projection or a training whose result would otherwise be lost at the end.
+    """
+    path = Path(target).expanduser()
+    if path.exists() and path.is_dir() != folder:
+        raise StorageError(f"{what} {target} is {'a file' if folder else 'a folder'}: give "
+                           f"{'a folder' if folder else 'a file path'}")
+    existing = path if folder and path.is_dir() else next(p for p in path.parents if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise StorageError(f"{what} {target}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise StorageError(f"{what} {target}: cannot write in {existing}: {exc.strerror or exc}") from None
+    return path
+
+
+def require_free_space(target: str | os.PathLike[str], needed_bytes: int, *, what: str) -> None:
+    """Refuse a write that the disk holding ``target`` cannot take (``needed_bytes`` and a margin), before it
+    starts: a full disk half-way would cost the work done so far."""
+    path = Path(target)
+    existing = next((p for p in (path, *path.parents) if p.exists()), path.anchor or ".")
+    free = shutil.disk_usage(existing).free
+    wanted = int(needed_bytes * (1 + FREE_SPACE_FRACTION)) + FREE_SPACE_RESERVE_BYTES
+    if free < wanted:
+        raise StorageError(f"not enough free space for {what} in {existing}: about {_size(needed_bytes)} needed "
+                           f"(+ {_size(wanted - needed_bytes)} margin), {_size(free)} free")
+
+
+def write_error(exc: OSError, what: str) -> StorageError:
+    """An ``OSError`` met while writing ``what`` as the user's one line: the file and the cause."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return StorageError(f"cannot write {what}{where}: {exc.strerror or exc}")
+
+
+def disk_full_error(exc: BaseException, target: str | os.PathLike[str]) -> StorageError | None:
+    """The user's one line when ``exc`` (from a library writing under ``target``: a checkpoint, a model) came
+    from the disk filling up, whatever the library made of it; None when the disk has room."""
+    path = Path(target)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or isinstance(exc, StorageError):
+        return None
+    free = shutil.disk_usage(existing).free
+    if free >= DISK_FULL_BYTES:
+        return None
+    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return StorageError(f"the disk holding {existing} is full ({_size(free)} free): {reason}")
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if count < 1000:
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"

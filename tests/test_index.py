@@ -15,7 +15,7 @@ import pytest
 from core.collection import Collection, resolve_index_kind
 from core.collection.policy import AUTO_FLAT_MAX_ITEMS, HNSW_EF_SEARCH, HNSW_EF_SEARCH_LARGE, HNSW_LARGE_FROM_ITEMS
 from core.embedders import load_embedder
-from core.errors import CollectionError, DimensionMismatchError
+from core.errors import CollectionError, DimensionMismatchError, StorageError
 
 
 def unit_vectors(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
@@ -37,7 +37,8 @@ def test_search_by_vector_returns_id_cosine_and_metadata() -> None:
     assert hits[0].id == "id7"
     assert hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert hits[0].metadata == {"group": "odd", "n": 7}
-    assert hits[0].to_dict() == {"id": "id7", "score": hits[0].score, "metadata": {"group": "odd", "n": 7}}
+    assert hits[0].to_dict() == {"id": "id7", "score": hits[0].score, "text": "text 7",
+                                 "metadata": {"group": "odd", "n": 7}}
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
@@ -183,9 +184,11 @@ def test_failure_during_save_leaves_previous_collection_loadable(tmp_path: Path,
         raise OSError("disk full (injected)")
 
     monkeypatch.setattr(disk_module.json, "dumps", exploding_dump)  # fails while writing items
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(StorageError, match=r"cannot write collection .*: disk full \(injected\)"):
         collection.save(tmp_path / "c")
     monkeypatch.undo()
+    assert sorted(f.name for f in (tmp_path / "c").iterdir()) == ["index-1.faiss", "items-1.jsonl", "manifest.json",
+                                                                   "vectors-1.npy"]  # nothing of the failed one
     loaded = Collection.load(tmp_path / "c")
     assert len(loaded) == 100
     assert loaded.search(vectors[0], k=1)[0].id == "id0"

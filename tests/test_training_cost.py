@@ -34,7 +34,7 @@ def test_speed_comes_from_the_newest_run_of_the_same_model_scaled_to_the_batch(t
                                         ("new", str(tiny_model_dir), 10, 50.0),
                                         ("barely-started", str(tiny_model_dir), 1, 16.0)):  # one warm-up step
         runs.queue(name, collection_name=None, config={"model": model, "batch_size": 8})
-        runs.start(name)
+        runs.start(name, takeover=True)  # the queued row, as the worker takes it over
         runs.update(name, status="finished", progress={"step": steps, "elapsed_s": seconds})
     config = tiny_config(tmp_path, tiny_model_dir, pairs_file(tmp_path, 10), batch_size=16)
     estimate = cost.speed_from_runs(config, runs.list())

@@ -16,15 +16,19 @@ import pandas as pd
 from core.collection.disk import (
     CollectionInfo,
     checked_vectors,
-    commit,
+    discard,
+    estimated_bytes,
     generation_files,
     json_safe,
+    publish,
+    stage,
+    write_index,
     write_items,
 )
 from core.collection.policy import new_index, resolve_index_kind, training_rows
 from core.errors import CollectionError
 from core.progress import CancelToken, ProgressCallback, ProgressReporter
-from storage.workspace import atomic_path
+from storage.workspace import atomic_path, require_free_space, write_error
 
 ItemBatch = tuple[Sequence[str], np.ndarray, Sequence["str | None"], Sequence[Mapping[str, Any]]]
 
@@ -42,6 +46,7 @@ def save_streamed(
     describe_position: Callable[[int], str] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    publish_now: bool = True,
 ) -> CollectionInfo:
     """Write a collection from batches of items, never holding all their vectors; ``Collection.load`` reads it.
 
@@ -51,6 +56,7 @@ def save_streamed(
     vectors and items to disk as they pass. Peak memory is the index (56 bytes per 384-d vector for
     IVF-PQ), the training sample, one batch, and 16 bytes per item to check that ids are unique.
     ``describe_position(i)`` names where item ``i`` came from in an error (e.g. shard and row).
+    ``publish_now=False`` stages the generation only, as ``Collection.save`` does.
     """
     folder = Path(folder)
     if count <= 0:
@@ -58,7 +64,30 @@ def save_streamed(
     factory, params = resolve_index_kind(index_kind, count, dimension)
     index = new_index(dimension, factory, params)
     folder.mkdir(parents=True, exist_ok=True)
+    require_free_space(folder, estimated_bytes(count, dimension), what=f"collection {folder.name}")
     generation, names = generation_files(folder)
+    try:
+        _write_generation(folder, names, batches, index, count=count, dimension=dimension, factory=factory,
+                          model_id=model_id, describe_position=describe_position, progress=progress, cancel=cancel)
+    except BaseException as exc:
+        discard(folder, generation)
+        if isinstance(exc, OSError):
+            raise write_error(exc, f"collection {folder}") from None
+        raise
+    info = CollectionInfo(dimension=dimension, index_kind=index_kind, index_factory=factory, model_id=model_id,
+                          model_fingerprint=model_fingerprint, model_spec=model_spec, generation=generation,
+                          search_params={k: v for k, v in params.items() if k != "efConstruction"})
+    stage(folder, names, info, count)
+    if publish_now:
+        publish(folder, generation)
+    return info
+
+
+def _write_generation(folder: Path, names: Mapping[str, str], batches: Callable[[], Iterable[ItemBatch]],
+                      index: faiss.Index, *, count: int, dimension: int, factory: str, model_id: str | None,
+                      describe_position: Callable[[int], str] | None, progress: ProgressCallback | None,
+                      cancel: CancelToken | None) -> None:
+    """The generation's vectors, items and index files (the index trained on a sample when its kind trains)."""
     with ProgressReporter("build index", count, callback=progress, cancel=cancel) as reporter:
         if not index.is_trained:
             index.train(_streamed_sample(batches(), count, training_rows(factory, count), dimension, model_id))
@@ -82,13 +111,7 @@ def save_streamed(
             if written != count:
                 raise CollectionError(f"the batches held {written} items, {count} were announced")
             _check_unique_ids(np.concatenate(hashes), batches, describe_position)
-        with atomic_path(folder / names["index"]) as tmp:
-            faiss.write_index(index, str(tmp))
-        info = CollectionInfo(dimension=dimension, index_kind=index_kind, index_factory=factory, model_id=model_id,
-                              model_fingerprint=model_fingerprint, model_spec=model_spec, generation=generation,
-                              search_params={k: v for k, v in params.items() if k != "efConstruction"})
-        commit(folder, names, info, count)
-    return info
+        write_index(index, folder / names["index"])
 
 
 def _streamed_sample(batches: Iterable[ItemBatch], count: int, rows: int, dimension: int,

@@ -19,11 +19,10 @@ import numpy as np
 from core.collection.disk import (
     CollectionInfo,
     checked_vectors,
-    commit,
-    generation_files,
     json_safe,
+    publish,
     read_generation,
-    write_items,
+    save_generation,
 )
 from core.collection.policy import build_index, resolve_index_kind
 from core.collection.search import (
@@ -39,8 +38,7 @@ from core.collection.search import (
     search_parameters,
 )
 from core.errors import CollectionError, DimensionMismatchError
-from core.progress import CancelToken, ProgressCallback, ProgressReporter
-from storage.workspace import atomic_path
+from core.progress import CancelToken, ProgressCallback
 
 
 class Encoder(Protocol):
@@ -331,35 +329,28 @@ class Collection:
 
     # -- persistence ------------------------------------------------------------------------
 
-    def save(self, path: str | Path, *, progress: ProgressCallback | None = None) -> Path:
-        """Write the collection as a new generation, then switch the manifest to it atomically."""
+    def save(self, path: str | Path, *, progress: ProgressCallback | None = None, publish_now: bool = True) -> Path:
+        """Write the collection as a new generation, then switch the manifest to it atomically.
+
+        ``publish_now=False`` stages it only (``core.collection.disk``): a named collection publishes after its
+        database row names it. A full disk (checked first) or any write error is one ``StorageError`` naming the
+        file, and leaves nothing of the new generation behind.
+        """
         index = self._ensure_index() if self._ids else None  # built first: a failure leaves no folder behind
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        generation, names = generation_files(folder, at_least=self.info.generation)
-        with ProgressReporter("save collection", 3, callback=progress) as reporter:
-            if index is not None:
-                with atomic_path(folder / names["index"]) as tmp:
-                    faiss.write_index(index, str(tmp))
-            else:
-                del names["index"]
-            reporter.advance(1)
-            with atomic_path(folder / names["vectors"]) as tmp, open(tmp, "wb") as handle:
-                np.save(handle, self._vectors, allow_pickle=False)
-            reporter.advance(1)
-            with atomic_path(folder / names["items"]) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-                write_items(handle, self._ids, self._texts, self._metadata)
-            self.info.generation = generation
-            commit(folder, names, self.info, len(self._ids))
-            reporter.advance(1)
+        self.info = save_generation(folder, self.info, index=index, vectors=self._vectors, ids=self._ids,
+                                    texts=self._texts, metadata=self._metadata, progress=progress)
+        if publish_now:
+            publish(folder, self.info.generation)
         self.path = folder
         return folder
 
     @classmethod
-    def load(cls, path: str | Path, *, embedder: Encoder | None = None) -> Collection:
-        """Load a saved collection, verifying every file against the manifest."""
+    def load(cls, path: str | Path, *, embedder: Encoder | None = None, generation: int | None = None) -> Collection:
+        """Load a saved collection, verifying every file against the manifest (a staged ``generation``'s, when
+        that one is asked for and not published yet)."""
         folder = Path(path)
-        stored = read_generation(folder)
+        stored = read_generation(folder, generation)
         collection = cls(stored.info.dimension, index_kind=stored.info.index_kind)
         collection.info = stored.info
         collection.path = folder

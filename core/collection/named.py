@@ -3,8 +3,8 @@
 The CLI and the studio both call these functions, so a collection built from either is the
 same thing: a folder under ``<workspace>/collections/<name>`` (FAISS index + items, see
 ``core.collection``) and a row with its items in the database. Everything is validated before
-anything is written; the folder is committed first (atomically), then the database rows in
-one transaction.
+anything is written; one writer at a time stages the folder's new generation, commits the database
+rows, then switches the folder (``core.collection.catalogue``), so the two never disagree.
 
 An *image collection* is indexed from a table with an image column (paths relative to the
 table's folder) and a ``clip:`` model. Each item keeps the image's absolute path in its
@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from core.collection import Collection, Filter, SearchHit, check_k, read_manifest, resolve_index_kind
-from core.collection.catalogue import IndexReport, check_collection_name, commit_collection
+from core.collection.catalogue import (
+    IndexReport,
+    check_collection_name,
+    collection_lock,
+    commit_collection,
+    recorded_collection,
+)
 from core.collection.ray_index import index_with_ray
 from core.data.bundled import CATALOGUE_PRODUCTS
 from core.data.formats import read_table
@@ -60,12 +66,15 @@ def index_file(
     engine: str = "local",
     ray_address: str | None = None,
     workers: int | None = None,
+    wait: bool = True,
+    notice: Callable[[str], None] | None = None,
 ) -> IndexReport:
     """Read, validate, embed and index a CSV/JSONL/Parquet file as a named collection.
 
     With ``image_column`` the images are embedded (the model must be a ``clip:`` model);
     otherwise ``text_column`` is. ``engine="ray"`` embeds a file or a folder of shards on Ray
     (``core.collection.ray_index``; ``ray_address`` names a cluster, ``workers`` the actors) with the same result.
+    Another process writing the collection is waited for (said through ``notice``), or refused when not ``wait``.
     """
     started = time.perf_counter()
     check_collection_name(collection)
@@ -78,7 +87,7 @@ def index_file(
                               workspace=workspace, db=db, model=model, index_kind=index_kind,
                               device="cpu" if device == "auto" else device, fallback=fallback,
                               ray_address=ray_address, workers=workers, embedder=embedder, progress=progress,
-                              cancel=cancel, show_progress=show_progress)
+                              cancel=cancel, show_progress=show_progress, wait=wait, notice=notice)
     if Path(file).is_dir():
         raise DataError(f"{file}: is a folder: index a folder of shards with --engine ray, or give one file")
     if image_column is None and text_column is None:
@@ -87,6 +96,18 @@ def index_file(
     validate_items(frame, text_column=image_column or text_column, id_column=id_column, source=file)
     if image_column and text_column:
         require_columns(frame, [text_column], file)
+    with collection_lock(workspace, collection, wait=wait, notice=notice):
+        return _index_frame(frame, file, collection=collection, text_column=text_column, id_column=id_column,
+                            image_column=image_column, workspace=workspace, db=db, model=model, index_kind=index_kind,
+                            device=device, fallback=fallback, embedder=embedder, progress=progress, cancel=cancel,
+                            show_progress=show_progress, started=started)
+
+
+def _index_frame(frame: Any, file: str | Path, *, collection: str, text_column: str | None, id_column: str | None,
+                 image_column: str | None, workspace: Workspace, db: Database, model: str, index_kind: str,
+                 device: str, fallback: bool, embedder: Embedder | None, progress: ProgressCallback | None,
+                 cancel: CancelToken | None, show_progress: bool | None, started: float) -> IndexReport:
+    """Embed a validated table and commit it as ``collection`` (the caller holds the collection's lock)."""
     ids = frame[id_column].astype(str).str.strip().tolist() if id_column else [str(i + 1) for i in range(len(frame))]
     texts = frame[text_column].fillna("").astype(str).str.strip().tolist() if text_column else None
     meta_columns = [c for c in frame.columns if c not in (text_column, id_column, image_column)]
@@ -116,11 +137,12 @@ def index_file(
             ids, texts, embedder, metadata=metadata, index_kind=index_kind, model_spec=embedder.spec,
             progress=progress, cancel=cancel, show_progress=show_progress,
         )
-    folder = built.save(workspace.collection_dir(collection))
-    stats = built.stats()
-    commit_collection(db, name=collection, embedder=embedder, index_kind=index_kind, folder=folder, source=file,
+    folder = built.save(workspace.collection_dir(collection), publish_now=False)
+    commit_collection(db, name=collection, embedder=embedder, index_kind=index_kind, folder=folder,
+                      generation=built.info.generation, source=file,
                       items=({"item_key": i, "text": t, "metadata_json": m}
                              for i, t, m in zip(ids, texts, metadata, strict=False)))
+    stats = built.stats()
     return IndexReport(
         collection=collection, count=len(built), dimension=built.dimension, model_id=embedder.model_id,
         model_spec=embedder.spec, index_kind=index_kind, index_factory=stats["index_factory"], path=str(folder),
@@ -139,6 +161,8 @@ def append_file(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     show_progress: bool | None = None,
+    wait: bool = True,
+    notice: Callable[[str], None] | None = None,
 ) -> IndexReport:
     """Add a file's rows to an existing text collection, embedded with the model the collection was built
     with (its vectors stay comparable); an id already in the collection is refused before anything is
@@ -162,12 +186,16 @@ def append_file(
     meta_columns = [c for c in frame.columns if c not in (text_column, id_column)]
     metadata = frame[meta_columns].to_dict(orient="records") if meta_columns else [{} for _ in ids]
     vectors = existing.embedder.encode_document(texts, progress=progress, cancel=cancel, show_progress=show_progress)
-    existing.add(ids, vectors, texts=texts, metadata=metadata)
-    folder = existing.save(record.path)
-    commit_collection(db, name=collection, embedder=existing.embedder, index_kind=record.index_kind, folder=folder,
-                      source=record.source or file,
-                      items=({"item_key": item["id"], "text": item["text"], "metadata_json": item["metadata"]}
-                             for item in map(existing.item, existing.ids)))
+    with collection_lock(workspace, collection, wait=wait, notice=notice):
+        if collection_record(collection, db).generation != record.generation:
+            raise CollectionError(f"collection {collection!r} changed while these rows were embedded: add them "
+                                  "again")
+        existing.add(ids, vectors, texts=texts, metadata=metadata)
+        folder = existing.save(record.path, publish_now=False)
+        commit_collection(db, name=collection, embedder=existing.embedder, index_kind=record.index_kind,
+                          folder=folder, generation=existing.info.generation, source=record.source or file,
+                          items=({"item_key": item["id"], "text": item["text"], "metadata_json": item["metadata"]}
+                                 for item in map(existing.item, existing.ids)))
     return IndexReport(
         collection=collection, count=len(ids), dimension=existing.dimension, model_id=existing.embedder.model_id,
         model_spec=existing.embedder.spec, index_kind=record.index_kind,
@@ -206,7 +234,7 @@ def open_collection(
     is refused with a message, unless ``rebuild`` re-embeds the stored texts and saves.
     """
     record = collection_record(name, db)
-    collection = Collection.load(record.path)
+    collection = recorded_collection(record, db=db, workspace=workspace)
     embedder = embedder or load_embedder(recorded_model_spec(record.model_spec, collection.info.model_id),
                                          device=device)
     if embedder.fingerprint != collection.info.model_fingerprint or embedder.dimension != collection.dimension:
@@ -221,11 +249,12 @@ def open_collection(
                 f"re-index it (or rebuild) before searching"
             )
         collection.rebuild_if_needed(embedder)
-        collection.save(record.path)
-        db.save_collection({"name": name, "model_spec": embedder.spec, "model_fingerprint": embedder.fingerprint,
-                            "dimension": embedder.dimension},
-                           ({"item_key": i["id"], "text": i["text"], "metadata_json": i["metadata"]}
-                            for i in map(collection.item, collection.ids)))
+        with collection_lock(workspace, name):
+            collection.save(record.path, publish_now=False)
+            commit_collection(db, name=name, embedder=embedder, index_kind=record.index_kind, folder=record.path,
+                              generation=collection.info.generation, source=record.source,
+                              items=({"item_key": i["id"], "text": i["text"], "metadata_json": i["metadata"]}
+                                     for i in map(collection.item, collection.ids)))
     collection.embedder = embedder
     return collection
 
@@ -300,18 +329,20 @@ def _manifest_model_id(path: str) -> str:
         return ""  # a missing or torn manifest is reported when the collection is opened, not in a listing
 
 
-def delete_collection(name: str, *, workspace: Workspace, db: Database) -> None:
-    """Remove a collection: its database row and items, then its index folder.
+def delete_collection(name: str, *, workspace: Workspace, db: Database, wait: bool = True,
+                      notice: Callable[[str], None] | None = None) -> None:
+    """Remove a collection: its database row and items, then its index folder (holding its writer lock).
 
     The row goes first, so a reader never finds a row whose folder is gone half-way; the
     folder is only removed when it lies inside this workspace.
     """
-    record = collection_record(name, db)
-    db.delete_collection(name)
-    folder = Path(record.path).resolve()
-    if folder.is_dir() and workspace.collections_dir.resolve() in folder.parents:
-
-        shutil.rmtree(folder, ignore_errors=True)
+    collection_record(name, db)
+    with collection_lock(workspace, name, wait=wait, notice=notice):
+        record = collection_record(name, db)  # as it is now that no one else writes it
+        db.delete_collection(name)
+        folder = Path(record.path).resolve()
+        if folder.is_dir() and workspace.collections_dir.resolve() in folder.parents:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def parse_filter(pairs: list[str] | None) -> Mapping[str, list[str]] | None:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from core.collection.build import ItemBatch, save_streamed
-from core.collection.catalogue import IndexReport, check_collection_name, commit_collection
+from core.collection.catalogue import IndexReport, check_collection_name, collection_lock, commit_collection
 from core.collection.ray_shards import (
     EmbedActor,
     Shard,
@@ -248,12 +248,16 @@ def index_with_ray(
     show_progress: bool | None = None,
     ray_temp_dir: str | None = None,
     actor_class: type = EmbedActor,
+    wait: bool = True,
+    notice: Callable[[str], None] | None = None,
 ) -> IndexReport:
     """Embed a table or a folder of shards on Ray and store the result as a named collection.
 
     Produces what ``index_file`` produces for the same rows (same ids, texts, metadata; vectors equal to
     float rounding). ``workers`` embedding actors (default: one per CPU) run ``threads`` torch threads each
     (default: the CPUs each holds). ``actor_class`` replaces the embedding actor (tests use it to kill one).
+    The collection's lock is held from the first part written to the commit (``wait``/``notice`` as in
+    ``core.collection.named.index_file``).
     """
     started = time.perf_counter()
     check_collection_name(collection)
@@ -271,6 +275,24 @@ def index_with_ray(
         embedder = load_embedder(model, device=device, fallback=fallback, cache=False)
     if not hasattr(embedder, "encode") or getattr(embedder, "modality", "text") != "text":
         raise DataError(f"--engine ray embeds text, and {embedder.model_id} is not a text model")
+    with collection_lock(workspace, collection, wait=wait, notice=notice):
+        info, count = _embed_and_commit(source, shards, collection=collection, text_column=text_column,
+                                        id_column=id_column, workspace=workspace, db=db, embedder=embedder,
+                                        index_kind=index_kind, device=device, ray_address=ray_address,
+                                        workers=workers, threads=threads, batch_rows=batch_rows, progress=progress,
+                                        cancel=cancel, show_progress=show_progress, ray_temp_dir=ray_temp_dir,
+                                        actor_class=actor_class)
+    return IndexReport(collection=collection, count=count, dimension=embedder.dimension, model_id=embedder.model_id,
+                       model_spec=embedder.spec, index_kind=index_kind, index_factory=info.index_factory,
+                       path=str(workspace.collection_dir(collection)), seconds=time.perf_counter() - started)
+
+
+def _embed_and_commit(source: str | Path, shards: list[Shard], *, collection: str, text_column: str,
+                      id_column: str | None, workspace: Workspace, db: Database, embedder: Any, index_kind: str,
+                      device: str, ray_address: str | None, workers: int | None, threads: int | None,
+                      batch_rows: int, progress: ProgressCallback | None, cancel: CancelToken | None,
+                      show_progress: bool | None, ray_temp_dir: str | None, actor_class: type) -> tuple[Any, int]:
+    """Embed the shards whose part is not current, build the collection from the parts and commit it."""
     name_rows = Path(source).is_dir()
     folder = workspace.collection_dir(collection)
     parts_folder = folder / PARTS_FOLDER
@@ -303,13 +325,12 @@ def index_with_ray(
                               "again to embed them")
     info, count = _build_from_parts(parts, shards, folder, embedder=embedder, index_kind=index_kind,
                                     progress=progress, cancel=cancel)
-    commit_collection(db, name=collection, embedder=embedder, index_kind=index_kind, folder=folder, source=source,
+    commit_collection(db, name=collection, embedder=embedder, index_kind=index_kind, folder=folder,
+                      generation=info.generation, source=source,
                       items=({"item_key": item_id, "text": text, "metadata_json": meta}
                              for ids, _, texts, metas in _part_batches(parts)()
                              for item_id, text, meta in zip(ids, texts, metas, strict=True)))
-    return IndexReport(collection=collection, count=count, dimension=embedder.dimension, model_id=embedder.model_id,
-                       model_spec=embedder.spec, index_kind=index_kind, index_factory=info.index_factory,
-                       path=str(folder), seconds=time.perf_counter() - started)
+    return info, count
 
 
 def _build_from_parts(parts: list[Path], shards: list[Shard], folder: Path, *, embedder: Any, index_kind: str,
@@ -325,5 +346,6 @@ def _build_from_parts(parts: list[Path], shards: list[Shard], folder: Path, *, e
 
     info = save_streamed(folder, _part_batches(parts), count=int(starts[-1]), dimension=embedder.dimension,
                          index_kind=index_kind, model_id=embedder.model_id, model_fingerprint=embedder.fingerprint,
-                         model_spec=embedder.spec, describe_position=where, progress=progress, cancel=cancel)
+                         model_spec=embedder.spec, describe_position=where, progress=progress, cancel=cancel,
+                         publish_now=False)
     return info, int(starts[-1])

@@ -9,6 +9,7 @@ its search parameters, so faiss never returns a filtered-out row and nothing is 
 from __future__ import annotations
 
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import faiss
 import numpy as np
 
 from core.collection.policy import REFINE_K_FACTOR
-from core.errors import CollectionError
+from core.errors import CollectionError, EmbtuneWarning
 
 # A filter that keeps at most this many items is answered exactly by brute force over them.
 EXACT_FILTER_MAX_ITEMS = 20_000
@@ -77,7 +78,21 @@ def allowed_positions(metadata: Sequence[Mapping[str, Any]], filter: Filter) -> 
         wanted = {key: value if isinstance(value, (list, tuple, set)) else [value] for key, value in filter.items()}
         keep = [position for position, meta in enumerate(metadata)
                 if all(meta.get(key) in values for key, values in wanted.items())]
+        if not keep:
+            _warn_unknown_fields(metadata, wanted)
     return np.asarray(keep, dtype=np.int64)
+
+
+def _warn_unknown_fields(metadata: Sequence[Mapping[str, Any]], wanted: Mapping[str, Any]) -> None:
+    """A filter that matched nothing because it names a field no item has (a typo) says so, with the fields
+    there are; a field that exists but has none of the values asked for is an honest empty result."""
+    fields = sorted({key for meta in metadata for key in meta})
+    unknown = [key for key in wanted if key not in fields]
+    if unknown:
+        warnings.warn(EmbtuneWarning(
+            f"filter field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"{'are' if len(unknown) > 1 else 'is'} in no item of this collection (fields: "
+            f"{', '.join(fields) or 'none'})"), stacklevel=4)
 
 
 def answered_exactly(allowed: np.ndarray | None) -> bool:

@@ -24,6 +24,8 @@ def read_json_file(path: str | Path, *, expect_object: bool = True) -> Any:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a JSON file")
     text = _read_utf8(path)
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
@@ -72,7 +74,10 @@ def read_table(path: str | Path, *, file_format: str | None = None) -> pd.DataFr
 
 
 def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # unreadable (permissions), a folder, a device that fails
+        raise DataError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -101,7 +106,7 @@ def read_jsonl_records(path: str | Path, text: str | None = None) -> list[tuple[
     if text is None:
         if not path.is_file():
             raise DataError(f"{path}: file not found")
-        text = path.read_text(encoding="utf-8")
+        text = _read_utf8(path)
     records = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -20,6 +20,7 @@ from core.errors import DataError, EmbtuneError
 from core.llmbench.config import BenchConfig
 from core.llmbench.run import load_model
 from core.llmbench.suite import DEFAULT_TRAIN, load_suite
+from storage.workspace import check_writable
 
 
 @dataclass
@@ -59,6 +60,11 @@ def train_lora(base: str, output_dir: str | Path, *, data: str | Path = DEFAULT_
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
+    for option, value in (("--epochs", epochs), ("--lr", learning_rate), ("--r", r), ("alpha", alpha),
+                          ("batch_size", batch_size), ("max_length", max_length)):
+        if not value > 0:  # the trainer reads epochs ≤ 0 as nothing to do: an untrained adapter, saved as a result
+            raise EmbtuneError(f"{option} {value} is not allowed: give a number above 0")
+    check_writable(output_dir, what="--out", folder=True)
     output_dir = Path(output_dir).expanduser().resolve()
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise EmbtuneError(f"{output_dir} exists: choose a new folder or --overwrite")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.collection import SearchHit
+from core.collection.catalogue import collection_lock
 from core.collection.named import collection_record, open_collection
 from core.errors import CollectionError, EmbtuneError
 from core.evaluation.paired import paired_difference
@@ -263,11 +264,18 @@ class LightweightFineTuner:
             if decision.status == REJECTED:
                 raise _Rejected(f"{decision.reason}; the current model keeps serving")
         self._call_hook("before_swap")
-        # The commit point for other processes: the row names the new model and the new index together.
-        self.db.update_collection(self.name, model_spec=new_embedder.spec, model_fingerprint=new_embedder.fingerprint,
-                                  dimension=new_embedder.dimension, path=str(index_folder))
-        with self._serving_lock:
-            self._serving = new
+        # The commit point for other processes: the row names the new model and the new index together, under the
+        # collection's writer lock, and only while it still names what this training started from.
+        with collection_lock(self.workspace, self.name):
+            now = collection_record(self.name, self.db)
+            if Path(now.path) != Path(old.collection.path) or now.generation not in (None, old.generation):
+                raise EmbtuneError(f"collection {self.name!r} was indexed again during the fine-tune: the new model "
+                                   "is not swapped in")
+            self.db.update_collection(self.name, model_spec=new_embedder.spec,
+                                      model_fingerprint=new_embedder.fingerprint, dimension=new_embedder.dimension,
+                                      path=str(index_folder), generation=rebuilt.info.generation)
+            with self._serving_lock:
+                self._serving = new
         outputs.clear()  # serving now: never removed by the failure path
         prune_outputs(self.workspace, self.name, keep={checkpoint, index_folder, *(Path(p) for p in [old.checkpoint,
                                                                                  old.collection.path] if p)})

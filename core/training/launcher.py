@@ -26,7 +26,7 @@ from typing import Any
 
 from core.errors import EmbtuneError
 from core.training.config import TrainingConfig
-from core.training.runs import ACTIVE_STATES, CANCELLING, process_start_time, state_label
+from core.training.runs import ACTIVE_STATES, CANCELLING, process_start_time, resolve_model_spec, state_label
 
 
 def new_run_name() -> str:
@@ -108,6 +108,7 @@ def check_launch(config: TrainingConfig, db: Any) -> dict[str, Any]:
     if found["split_problem"]:
         raise DataError(f"{config.data}: {found['split_problem']}")
     found["loss"] = choose_loss(config.loss, found["data_format"])
+    resolve_model_spec(config.model, db, collection=config.collection)  # an unknown run:NAME is refused now
     model = Path(config.model).expanduser()
     if config.model != "default" and (config.model.startswith((".", "/", "~")) or model.is_absolute()) \
             and not model.exists():

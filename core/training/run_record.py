@@ -8,7 +8,8 @@ process is gone is then shown ``interrupted at step N`` (``core.training.runs.re
 
 ``stop_on_signals`` turns SIGTERM and the first Ctrl-C into a cancel request: training stops at
 the next step, saves a checkpoint, and the run ends ``cancelled at step N`` (a second Ctrl-C
-interrupts at once, as usual).
+interrupts at once, as usual). The token keeps the signal, so ``embtune train`` exits as a process
+stopped by it would (130 for Ctrl-C, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def stop_on_signals(cancel: CancelToken) -> Iterator[CancelToken]:
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def handle(signum: int, frame: Any) -> None:
-        cancel.cancel()
+        cancel.cancel(signal=signum)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
 
     for sig in previous:

@@ -43,12 +43,22 @@ from core.training.measure import as_embedder as _as_embedder
 from core.training.measure import before_after, forgetting_check, overfitting_warnings, validation_evaluator
 from core.training.model import device_and_precision, load_trainable, model_dimension
 from core.training.prefix_axes import align_prefixes
+from core.training.preflight import (
+    NEW,
+    REPLACE,
+    RUN_FILE,
+    TAKEOVER,
+    base_model_spec,
+    check_output_dir,
+    require_model_space,
+    run_row_mode,
+)
 from core.training.recipes import apply_recipe, resolve_matryoshka_dims
 from core.training.run_record import RunRecorder, stop_on_signals
+from storage.workspace import disk_full_error, write_error
 
 logger = logging.getLogger(__name__)
 
-RUN_FILE = "embtune_run.json"
 NEGATIVES_FILE = "mined_negatives.jsonl"
 
 
@@ -92,18 +102,24 @@ def train(
     cancel: CancelToken | None = None,
     show_progress: bool = True,
     notice: Callable[[str], None] | None = None,
+    queued: bool = False,
 ) -> TrainingResult:
     """Run one fine-tune end to end; ``db`` (a ``storage.db.Database``) records it when given.
 
     The run ends ``finished``, ``not proven`` or ``rejected`` by the gate (``core.training.gate``),
-    ``cancelled`` on the token or SIGTERM/Ctrl-C (after a checkpoint); ``notice`` hears the few
-    lines a user must see, such as which checkpoint a resume starts from. Data mistakes are
-    refused before a run is recorded; from then on the run's row says what it is doing.
+    ``cancelled`` on the token or SIGTERM/Ctrl-C (after a checkpoint; the token says which signal);
+    ``notice`` hears the few lines a user must see, such as which checkpoint a resume starts from.
+    Mistakes — in the data, the run's name, the base model, its dimensions, the test set, the output
+    folder or its free space — are refused before a run is recorded (``core.training.preflight``);
+    from then on the run's row says what it is doing. ``queued``: the launcher queued this run's row.
     """
     output_dir = Path(config.output_dir).expanduser().resolve()
-    _check_output_dir(output_dir, config)
+    check_output_dir(output_dir, config)
+    runs = _run_store(db) if int(os.environ.get("RANK", "0")) == 0 else None
     run_name = config.run_name or _resumed_run_name(config, output_dir, db) or \
         f"{output_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    row_mode = run_row_mode(runs, run_name, config, output_dir, queued=queued) if runs is not None else NEW
+    config = base_model_spec(config, db)
     data = load_training_data(config.data, data_format=config.data_format, corpus=config.corpus,
                               corpus_text_column=config.corpus_text_column, db=db)
     config = apply_recipe(config, data.data_format)
@@ -114,23 +130,38 @@ def train(
     result = TrainingResult(run_name, "running", str(output_dir), data.data_format, loss_name, splits.sizes(),
                             data.report.to_dict(), warnings=list(data.report.warnings),
                             splits=split_queries(splits, data.data_format))
-    runs = _run_store(db) if int(os.environ.get("RANK", "0")) == 0 else None
+    retrieval = data.data_format != "classes"
+    # classes carry no queries to hold out: such a run is judged on --test-data when it is given
+    test_set = _test_set(config, splits.test if retrieval else None,
+                         data.corpus if retrieval or config.corpus else None)
+    device, precision = device_and_precision(config, result.warnings)
+    model = load_trainable(config, device)
+    full_dim = model_dimension(model)
+    config = config.replace(matryoshka_dims=resolve_matryoshka_dims(config, data.data_format, full_dim))
+    too_large = [d for d in config.matryoshka_dims if d > full_dim]
+    if too_large:
+        raise EmbtuneError(f"matryoshka_dims {too_large} are larger than the model's dimension {full_dim}")
+    require_model_space(model, output_dir, config)
     recorder = None
     if runs is not None:
-        runs.start(run_name, collection_name=config.collection, config=config.to_dict(),
+        runs.start(run_name, takeover=row_mode == TAKEOVER, replace=row_mode == REPLACE,
+                   collection_name=config.collection, config=config.to_dict(),
                    dataset_fingerprint=_fingerprint(data.frame), model_path=str(output_dir), splits=result.splits)
         recorder = RunRecorder(runs, run_name)
         recorder.register_process()
         recorder.start()
-        recorder.phase("loading the model")
     cancel = cancel or CancelToken()
     try:
         with stop_on_signals(cancel):
-            config = _train_and_measure(result, config, data, splits, output_dir, runs=runs, recorder=recorder,
-                               progress=progress, cancel=cancel, show_progress=show_progress, notice=notice)
+            config = _train_and_measure(result, config, data, splits, output_dir, model=model, test_set=test_set,
+                                        device=device, precision=precision, runs=runs, recorder=recorder,
+                                        progress=progress, cancel=cancel, show_progress=show_progress, notice=notice)
     except Exception as exc:
         if runs is not None:
             runs.update(run_name, status="failed", error=f"{type(exc).__name__}: {exc}")
+        full = disk_full_error(exc, output_dir)
+        if full is not None:
+            raise full from exc
         raise
     finally:
         if recorder is not None:
@@ -146,27 +177,18 @@ def train(
 
 
 def _train_and_measure(result: TrainingResult, config: TrainingConfig, data: Any, splits: Any, output_dir: Path, *,
-                       runs: Any, recorder: RunRecorder | None, progress: TrainingProgressCallback | None,
+                       model: Any, test_set: RetrievalSet | None, device: str, precision: str, runs: Any,
+                       recorder: RunRecorder | None, progress: TrainingProgressCallback | None,
                        cancel: CancelToken, show_progress: bool, notice: Callable[[str], None] | None
                        ) -> TrainingConfig:
     """Train, then (rank 0) measure, gate and save; ``result`` carries the outcome back, the config
-    returned has every recipe value resolved (the Matryoshka dimensions need the model's)."""
+    returned has every recipe value resolved."""
     from sentence_transformers import SentenceTransformerTrainer
 
-    device, precision = device_and_precision(config, result.warnings)
-    model = load_trainable(config, device)
-    full_dim = model_dimension(model)
-    config = config.replace(matryoshka_dims=resolve_matryoshka_dims(config, data.data_format, full_dim))
-    too_large = [d for d in config.matryoshka_dims if d > full_dim]
-    if too_large:
-        raise EmbtuneError(f"matryoshka_dims {too_large} are larger than the model's dimension {full_dim}")
-    dims = config.matryoshka_dims or [full_dim]
+    dims = config.matryoshka_dims or [model_dimension(model)]
     retrieval = data.data_format != "classes"
     validation_set = retrieval_set_for(splits.validation, data.corpus, "validation") if retrieval and \
         len(splits.validation) else None
-    # classes carry no queries to hold out: such a run is judged on --test-data when it is given
-    test_set = _test_set(config, splits.test if retrieval else None,
-                         data.corpus if retrieval or config.corpus else None)
     metric_for_best = config.metric_for_best if config.metric_for_best != "auto" else \
         metric_name(min(dims), "ndcg@10")
     checkpoints = output_dir.parent / f".{output_dir.name}.checkpoints"
@@ -284,37 +306,28 @@ def _test_set(config: TrainingConfig, test_split: Any | None, corpus: dict[str, 
     return retrieval_set_for(test_split, corpus, "test") if test_split is not None and len(test_split) else None
 
 
-def _check_output_dir(output_dir: Path, config: TrainingConfig) -> None:
-    """Refused before any work (CLI, studio and API alike): a file where the model folder goes, a file among
-    its parents, or a folder that is someone else's."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise EmbtuneError(f"--output-dir {config.output_dir} is an existing file: give a folder for the trained model")
-    blocking = next((parent for parent in output_dir.parents if parent.exists()), None)
-    if blocking is not None and not blocking.is_dir():
-        raise EmbtuneError(f"--output-dir {config.output_dir}: {blocking} is a file, not a folder")
-    if not output_dir.exists() or not any(output_dir.iterdir()):
-        return
-    if (output_dir / RUN_FILE).exists() or config.overwrite:
-        return
-    raise EmbtuneError(f"output folder {output_dir} exists and is not an embtune run: choose another or --overwrite")
-
-
 def _save_model(model: Any, output_dir: Path, config: TrainingConfig, result: TrainingResult,
                 test_set: RetrievalSet | None) -> None:
-    """Write to a sibling temp folder, then swap it in, so a crash never leaves half a model. The test split
-    the gate judged goes with it, so the run can be evaluated on it again."""
+    """Write to a sibling temp folder, then swap it in, so a crash or a full disk never leaves half a model. The
+    test split the gate judged goes with it, so the run can be evaluated on it again."""
     staging = output_dir.parent / f".{output_dir.name}.saving-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    model.save(str(staging))
-    if test_set is not None:
-        test_set.write_folder(staging / TEST_SET_FOLDER)
-    (staging / RUN_FILE).write_text(json.dumps({"config": config.to_dict(), "result": result.to_dict()},
-                                               ensure_ascii=False, indent=2), encoding="utf-8")
-    (staging / "before_after.md").write_text(result.table + "\n", encoding="utf-8")
-    if result.mined_negatives:
-        with open(staging / NEGATIVES_FILE, "w", encoding="utf-8") as handle:
-            for mined in result.mined_negatives:
-                handle.write(json.dumps(mined, ensure_ascii=False) + "\n")
+    try:
+        model.save(str(staging))
+        if test_set is not None:
+            test_set.write_folder(staging / TEST_SET_FOLDER)
+        (staging / RUN_FILE).write_text(json.dumps({"config": config.to_dict(), "result": result.to_dict()},
+                                                   ensure_ascii=False, indent=2), encoding="utf-8")
+        (staging / "before_after.md").write_text(result.table + "\n", encoding="utf-8")
+        if result.mined_negatives:
+            with open(staging / NEGATIVES_FILE, "w", encoding="utf-8") as handle:
+                for mined in result.mined_negatives:
+                    handle.write(json.dumps(mined, ensure_ascii=False) + "\n")
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise write_error(exc, f"the trained model {output_dir}") from None
+        raise
     retired = output_dir.parent / f".{output_dir.name}.retired-{os.getpid()}"
     if output_dir.exists():
         os.replace(output_dir, retired)
@@ -336,4 +349,4 @@ def _fingerprint(frame: Any) -> str:
     return hashlib.sha256(frame.to_csv(index=False).encode("utf-8")).hexdigest()
 
 
-__all__ = ["TrainingResult", "train"]
+__all__ = ["RUN_FILE", "TrainingResult", "train"]

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
 
         result = train(TrainingConfig.from_dict(dict(run.config)), db=runs.db, cancel=cancel, show_progress=False,
-                       progress=console_progress(say), notice=say)
+                       progress=console_progress(say), notice=say, queued=True)
         say(f"run {args.run}: {result.status} after {result.train_seconds:.0f} s of training"
             + (f" — {result.gate.get('reason')}" if result.gate else ""))
         return 0

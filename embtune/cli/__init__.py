@@ -1,9 +1,10 @@
 """The ``embtune`` command: a thin layer over ``core`` and ``storage``.
 
 Each command parses its options, calls one core function and prints the result. A user
-mistake (``EmbtuneError``) is printed as one ``error:`` line with exit code 1; anything else
-is a bug and keeps its traceback. Heavy imports (torch, faiss) happen inside the commands
-so ``embtune --help`` answers at once. One module per area (``collections``, ``train``,
+mistake (``EmbtuneError``) is printed as one ``error:`` line with exit code 1, and what core
+warns about (``EmbtuneWarning``) as one ``warning:`` line; anything else is a bug and keeps
+its traceback. Heavy imports (torch, faiss) happen inside the commands so ``embtune --help``
+answers at once. One module per area (``collections``, ``train``,
 ``evaluation``, ``llm``, ``models``, ``apps``), each a Typer app merged here.
 """
 
@@ -12,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Annotated
+import warnings
+from typing import Annotated, Any
 
 import typer
 
-from core.errors import EmbtuneError
+from core.errors import EmbtuneError, EmbtuneWarning
 from embtune.cli import apps, collections, evaluation, llm
 from embtune.cli.common import Context
 from embtune.cli.models import models_app
@@ -72,11 +74,22 @@ app.add_typer(apps.demo_app, name="demo")
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user mistakes become one ``error:`` line and exit code 1."""
-    try:
-        app(args=argv, standalone_mode=True)
-    except EmbtuneError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", EmbtuneWarning)
+        warnings.showwarning = _show_warning
+        try:
+            app(args=argv, standalone_mode=True)
+        except EmbtuneError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    if issubclass(category, EmbtuneWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        warnings._showwarnmsg_impl(warnings.WarningMessage(message, category, filename, lineno, file, line))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from core.errors import EmbtuneError
-from embtune.cli.common import BackendOption, Context
+from embtune.cli.common import BackendOption, Context, at_least, text_argument, writable_output
 
 app = typer.Typer()
 
@@ -42,7 +42,9 @@ def index_command(
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster HOST:PORT for --engine ray "
                                                     "(default: RAY_ADDRESS, else a local runtime)")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="embedding actors for --engine ray (default: one "
-                                                "per CPU of the runtime)")] = None,
+                                                "per CPU of the runtime)", callback=at_least(1))] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="when another process is writing the collection: "
+                                       "wait for it (default), or stop with an error")] = True,
 ) -> None:
     """Embed a table's text (or image) column and store it as a searchable collection."""
     from core.collection.named import index_file
@@ -53,7 +55,8 @@ def index_command(
         model=context.model(model, backend),
         index_kind=index_kind, device=device, fallback=not no_fallback,
         workspace=context.workspace(), db=context.database(), show_progress=sys.stderr.isatty() or None,
-        engine=engine, ray_address=ray_address, workers=workers,
+        engine=engine, ray_address=ray_address, workers=workers, wait=wait,
+        notice=lambda line: typer.echo(line, err=True),
     )
     typer.echo(f"indexed {report.count} items into {report.collection!r} with {report.model_id} "
                f"({report.dimension}-d, {report.index_factory}) in {report.seconds:.1f} s")
@@ -74,6 +77,8 @@ def search_command(
     from core.collection.named import parse_filter, search_collection
 
     context: Context = ctx.obj
+    if query is not None:
+        text_argument(query, "query")
     hits = search_collection(name, query, k=k, filter=parse_filter(filters), image=image,
                              workspace=context.workspace(), db=context.database())
     if as_json:
@@ -95,7 +100,8 @@ def embed_command(
     device: Annotated[str, typer.Option("--device")] = "auto",
     truncate_dim: Annotated[int | None, typer.Option("--truncate-dim", help="Matryoshka dimension")] = None,
     no_fallback: Annotated[bool, typer.Option("--no-fallback")] = False,
-    repeat: Annotated[int, typer.Option("--repeat", help="embed N times to see the cache at work")] = 1,
+    repeat: Annotated[int, typer.Option("--repeat", help="embed N times to see the cache at work",
+                                        callback=at_least(1))] = 1,
     backend: BackendOption = None,
     side: Annotated[str, typer.Option("--side", help="query or document: which of the model's prompts to apply")]
     = "query",
@@ -105,12 +111,12 @@ def embed_command(
 
     from core.embedders import load_embedder
 
-    if not text.strip():
+    if not text_argument(text, "text to embed").strip():
         raise EmbtuneError("the text to embed is empty")
     embedder = load_embedder(ctx.obj.model(model, backend), device=device, truncate_dim=truncate_dim,
                              fallback=not no_fallback)
     _ = embedder.fingerprint  # computed once up front so the timing below is the encode alone
-    for attempt in range(max(1, repeat)):
+    for attempt in range(repeat):
         hits_before = embedder.cache.stats().hits if embedder.cache is not None else 0
         started = time.perf_counter()
         vector = embedder.encode(text, side=side)
@@ -149,6 +155,22 @@ def collections_command(
     for row in rows:
         model = row["model"] + (f" ({row['model_id']})" if row["model_id"] and row["model_id"] != row["model"] else "")
         typer.echo(f"{row['name']:<24} {row['size']:>8} {row['dimension']:>5} {row['index_kind']:<10} {model}")
+
+
+@app.command("delete")
+def delete_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="collection name")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="when another process is writing the collection: "
+                                       "wait for it (default), or stop with an error")] = True,
+) -> None:
+    """Remove a collection: its rows in the database, then its index folder."""
+    from core.collection.named import delete_collection
+
+    context: Context = ctx.obj
+    delete_collection(name, workspace=context.workspace(), db=context.database(), wait=wait,
+                      notice=lambda line: typer.echo(line, err=True))
+    typer.echo(f"deleted collection {name!r}")
 
 
 @app.command("match")
@@ -198,6 +220,7 @@ def map_command(
     from core.maps import MAX_MAP_POINTS, map_collection
 
     context: Context = ctx.obj
+    writable_output(out, "--out")
     report = map_collection(name, out=out, method=method, color_by=color_by, seed=seed,
                             max_points=max_points or MAX_MAP_POINTS, workspace=context.workspace(),
                             db=context.database())
@@ -230,7 +253,7 @@ def confirm_command(
     config = FineTunerConfig(trigger_threshold=trigger_threshold if train else 2**31 - 1, max_examples=max_examples,
                              epochs=epochs, learning_rate=learning_rate, field=field, device=device)
     tuner = LightweightFineTuner(name, workspace=context.workspace(), db=context.database(), config=config)
-    image = Path(input) if tuner.modality == "image" else input
+    image = Path(input) if tuner.modality == "image" else text_argument(input, "text")
     started = tuner.confirm(image, workflow_id)
     if started:
         typer.echo(f"confirmed; {trigger_threshold} new examples reached: fine-tuning {name} (waiting for it)")

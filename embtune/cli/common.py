@@ -3,7 +3,9 @@ and the port check done before any long start."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -79,3 +81,38 @@ def split_ints(value: str | None, option: str) -> list[int]:
     except ValueError:
         raise EmbtuneError(f"{option} {value!r} must be whole numbers separated by commas, e.g. 384,256,128,64") \
             from None
+
+
+def at_least(minimum: int) -> Callable[..., Any]:
+    """An option callback refusing a count below ``minimum`` with one error line naming the option (typer's own
+    ``min=`` would print the usage text as well); a count where 0 or a negative number means nothing."""
+
+    def check(param: typer.CallbackParam, value: int | None) -> int | None:
+        if value is not None and value < minimum:
+            raise EmbtuneError(f"{param.opts[0]} {value} is not allowed: give a whole number of at least {minimum}")
+        return value
+
+    return check
+
+
+def text_argument(value: str, what: str) -> str:
+    """A text from the command line that the models can read: undecodable bytes (which Python keeps as lone
+    surrogates) are one error line, before any model is loaded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        what_is_there = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise EmbtuneError(f"the {what} is not valid UTF-8 text ({what_is_there} at character {exc.start + 1}): "
+                           "check the terminal's encoding") from None
+    return value
+
+
+def writable_output(path: Path | None, option: str) -> Path | None:
+    """``path`` (an output file option) checked before the work whose result goes there: one error line now
+    rather than a lost evaluation or projection at the end."""
+    if path is not None:
+        from storage.workspace import check_writable
+
+        check_writable(path, what=option)
+    return path

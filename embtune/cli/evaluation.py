@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from core.errors import EmbtuneError
-from embtune.cli.common import Context, split_ints
+from embtune.cli.common import Context, at_least, split_ints, writable_output
 
 app = typer.Typer()
 
@@ -27,7 +27,7 @@ def eval_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full report (per-query values "
                                                   "included) here; Markdown beside it")] = None,
     regressions_limit: Annotated[int, typer.Option("--regressions", help="list the N queries the last model "
-                                                   "lost most on")] = 0,
+                                                   "lost most on", callback=at_least(0))] = 0,
     device: Annotated[str, typer.Option("--device")] = "auto",
     exclude_training_queries: Annotated[bool, typer.Option(
         "--exclude-training-queries", help="leave out the queries any evaluated run trained on (its training and "
@@ -38,6 +38,7 @@ def eval_command(
     from core.evaluation import run_evaluation
     from storage.workspace import atomic_write_json, atomic_write_text
 
+    writable_output(json_out, "--json")
     db = ctx.obj.database()
     items = corpus_items(corpus, corpus_text_column, db=db) if corpus else None
     report = run_evaluation(data, models, dimensions=split_ints(dims, "--dims") or None, corpus=items, db=db,
@@ -93,6 +94,7 @@ def export_command(
 
     if not 0 <= tolerance <= 100:
         raise EmbtuneError(f"--tolerance {tolerance} must be between 0 and 100 NDCG@10 points")
+    writable_output(json_out, "--json")
     context: Context = ctx.obj
     db = context.database()
     report = export_model(model_or_run, format=export_format, quantize=quantize, calibration=calibration, data=data,
@@ -131,6 +133,7 @@ def compare_embedders_command(
     from core.compare_embedders import compare_embedders
     from storage.workspace import atomic_write_json
 
+    writable_output(json_out, "--json")
     result = compare_embedders(data, models, label_column=label_column, text_column=text_column,
                                image_column=image_column, device=device)
     typer.echo(f"{result.items} {result.modality} items, {result.labels} labels "

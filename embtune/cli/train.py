@@ -2,7 +2,8 @@
 
 Every documented recipe option is a flag (a CONFIG.json is optional; flags override it). Values
 a user leaves out come from the data format's recipe (``core.training.recipes``). The command
-ends with the gate's decision; a rejected run exits with status 3 so scripts can stop on it.
+ends with the gate's decision; a rejected run exits with status 3 so scripts can stop on it, a run
+stopped by Ctrl-C or SIGTERM with 130 or 143 (after recording ``cancelled at step N``).
 """
 
 from __future__ import annotations
@@ -91,13 +92,15 @@ def train_command(
     accept_worse: Annotated[bool, typer.Option("--accept-worse", help="let a run the gate rejects finish "
                                                "(recorded)")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an output folder that is not ours")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an output folder that is not ours, or an "
+                                            "ended run of the same --run-name (its record goes)")] = False,
     device: Annotated[str | None, typer.Option("--device")] = None,
     trainer_arg: Annotated[list[str] | None, typer.Option(
         "--trainer-arg", help="KEY=VALUE: any other SentenceTransformerTrainingArguments field, e.g. "
         "weight_decay=0.01 (repeatable; VALUE read as YAML: numbers, true/false, lists)")] = None,
 ) -> None:
     """Fine-tune an embedder; the run ends finished, not proven or rejected by its held-out gate."""
+    from core.progress import CancelToken
     from core.training.callbacks import console_progress
     from core.training.config import TrainingConfig
     from core.training.train import train
@@ -121,12 +124,15 @@ def train_command(
         payload["trainer_args"] = {**payload.get("trainer_args", {}), **_key_values(trainer_arg)}
     config = TrainingConfig.from_dict(payload)
     interactive = sys.stderr.isatty()
-    result = train(config, db=ctx.obj.database(), show_progress=interactive,
+    cancel = CancelToken()
+    result = train(config, db=ctx.obj.database(), show_progress=interactive, cancel=cancel,
                    progress=None if interactive else console_progress(lambda line: typer.echo(line, err=True)),
                    notice=lambda line: typer.echo(line, err=True))
     _report(result)
     if result.status == "rejected":
         raise typer.Exit(REJECTED_EXIT)
+    if result.status == "cancelled":  # the work was not done: exit as the signal that stopped it would
+        raise typer.Exit(128 + cancel.signal if cancel.signal else 1)
 
 
 def _key_values(pairs: list[str]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Each training run keeps the queries of its training, validation and test splits, so an evaluation can say
 when it measures a model on queries it trained on, and a run's own test split can be evaluated again.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
