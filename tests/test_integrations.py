@@ -12,6 +12,7 @@ import asyncio
 import csv
 import importlib
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,15 +136,31 @@ def test_embeddings_are_the_embtune_models_vectors(tiny_model_dir: Path) -> None
     assert embeddings.embed_documents([]) == []
 
 
-def test_async_embeddings_equal_sync_ones(tiny_model_dir: Path) -> None:
+def test_async_embedding_leaves_the_event_loop_free_while_it_encodes(tiny_model_dir: Path) -> None:
+    """An async RAG service awaits the query's vector while it serves others: the encode must run off the event
+    loop. Here the encode waits until another coroutine on the loop has run; done on the loop, it never would."""
     embeddings = EmbtuneEmbeddings(model_name=str(tiny_model_dir), device="cpu")
+    inner = embeddings.embedder
+    loop_ran = threading.Event()
 
-    async def both() -> tuple[list[list[float]], list[float]]:
-        return await asyncio.gather(embeddings.aembed_documents(["chimney", "drill"]), embeddings.aembed_query("pipe"))
+    class WaitsForTheLoop:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
 
-    documents, query = asyncio.run(both())
-    np.testing.assert_allclose(documents, embeddings.embed_documents(["chimney", "drill"]), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(query, embeddings.embed_query("pipe"), rtol=1e-5, atol=1e-6)
+        def encode_query(self, texts: list[str], **options: Any) -> Any:
+            assert loop_ran.wait(timeout=60), "the event loop was blocked while the query was encoded"
+            return inner.encode_query(texts, **options)
+
+    embeddings._embedder = WaitsForTheLoop()
+
+    async def query_while_the_loop_works() -> list[float]:
+        pending = asyncio.ensure_future(embeddings.aembed_query("pipe"))
+        await asyncio.sleep(0)  # the query starts
+        loop_ran.set()  # reached only when the query did not take the loop
+        return await pending
+
+    vector = asyncio.run(query_while_the_loop_works())
+    np.testing.assert_allclose(vector, inner.encode_query(["pipe"])[0], rtol=1e-5, atol=1e-6)
 
 
 def test_embeddings_load_a_training_run_by_name(tiny_workspace: Path, tiny_model_dir: Path) -> None:

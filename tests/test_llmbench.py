@@ -118,11 +118,15 @@ def test_four_bit_loads_on_a_gpu_and_falls_back_with_a_warning_elsewhere(bench_f
         assert loaded.quantization == "none" and any("full precision" in w for w in loaded.warnings)
 
 
-def test_default_suite_and_tools_ship_with_the_package() -> None:
+def test_the_bundled_suite_routes_only_to_bundled_tools_and_covers_each_of_them() -> None:
+    """The bundled French suite and its tool dictionary are edited by hand: a prompt naming a tool that is not
+    in the dictionary, or a tool no prompt exercises, would skew the bench's routing figures."""
     tools = load_tools("default")
-    suite = load_suite("default", tools=tools)
-    assert len(tools) == 13 and len(suite.prompts) == 30 and len(suite.categories) == 3
-    assert {p.prompt for p in suite.prompts} >= {"ouvre chrome", "monte le son"}
+    suite = load_suite("default", tools=tools)  # refuses a prompt whose expected tool is unknown
+    expected = {prompt.expected_tool for prompt in suite.prompts if prompt.expected_tool}
+    assert expected <= set(tools)
+    assert set(tools) - expected == set(), f"tools no prompt routes to: {sorted(set(tools) - expected)}"
+    assert all(prompt.expected_keywords for prompt in suite.prompts)
 
 
 def test_llm_check_setup_reports_config_suite_and_adapters(bench_files: dict[str, Path], tiny_llama_dir: Path,

@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from core.errors import StorageError
 from storage.db import Database
-from storage.tables import EvaluationRecord, QueryResult, TrainingRun
+from storage.runs import RunStore
+from storage.tables import QueryResult
 from storage.workspace import Workspace, atomic_path, atomic_write_json
 from tests.postgres import temporary_postgres
 
@@ -86,17 +88,28 @@ def test_labels_keep_annotator_time_and_refuse_bad_scores(db: Database) -> None:
 
 
 def test_runs_and_per_query_evaluations_are_stored(db: Database) -> None:
-    with db.session() as session:
-        session.add(TrainingRun(name="run-1", collection_name="c", status="done", config={"epochs": 1},
-                                epoch_metrics=[{"epoch": 1, "loss": 0.5}]))
-        evaluation = EvaluationRecord(model_spec="default", data_source="queries.csv", metrics={"ndcg@10": 0.5})
-        evaluation.query_results = [QueryResult(query_id="Q1", dimension=384, metric="ndcg@10", value=0.7)]
-        session.add(evaluation)
-    with db.session() as session:
-        run = session.query(TrainingRun).one()
-        assert run.config == {"epochs": 1} and run.epoch_metrics[0]["loss"] == 0.5
-        result = session.query(QueryResult).one()
-        assert (result.query_id, result.dimension, result.value) == ("Q1", 384, 0.7)
+    """A run through its life as the trainer records it, and an evaluation with its per-query values, read back
+    by another process (a second Database on the same URL)."""
+    runs = RunStore(db)
+    runs.queue("run-1", collection_name="c", config={"epochs": 1})
+    runs.start("run-1", takeover=True, model_path="/models/run-1")
+    runs.update("run-1", progress={"step": 3, "total_steps": 10}, epoch_metrics=[{"epoch": 1, "loss": 0.5}])
+    runs.update("run-1", status="finished", before_after={"gate": {"status": "finished"}})
+    evaluation_id = runs.save_evaluation(model_spec="run:run-1", model_fingerprint="f" * 64, data_source="q.csv",
+                                         metrics={"ndcg@10": 0.5}, run_name="run-1", per_query=[
+                                             {"query_id": "Q1", "dimension": 384, "metric": "ndcg@10", "value": 0.7},
+                                             {"query_id": "Q2", "dimension": 384, "metric": "ndcg@10", "value": 0.3}])
+    other = RunStore(Database(db.url))
+    run = other.get("run-1")
+    assert (run.status, run.collection_name, run.config, run.model_path) == ("finished", "c", {"epochs": 1},
+                                                                               "/models/run-1")
+    assert run.progress == {"step": 3, "total_steps": 10} and run.epoch_metrics[0]["loss"] == 0.5
+    assert run.started_at is not None and run.finished_at is not None and run.finished_at >= run.started_at
+    assert [r.name for r in other.list("c")] == ["run-1"] and other.list("elsewhere") == []
+    with Database(db.url).session() as session:
+        values = sorted((r.query_id, r.value) for r in session.scalars(
+            select(QueryResult).where(QueryResult.evaluation_id == evaluation_id)))
+    assert values == [("Q1", 0.7), ("Q2", 0.3)]
 
 
 def test_unreachable_database_is_one_clear_line() -> None:

@@ -74,10 +74,6 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return groups
 
 
-def test_the_cycle_finder_sees_a_cycle() -> None:
-    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-
-
 def test_no_import_cycle_even_through_function_level_imports() -> None:
     assert _cycles(_graph()) == []
 
@@ -101,3 +97,23 @@ def test_no_module_is_over_400_lines() -> None:
     long = {name: count for name, path in _modules().items()
             if (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_every_data_file_of_a_package_ships_with_it() -> None:
+    """A wheel carries a package's non-Python files only when pyproject's package-data names them: a bundled
+    catalogue, suite or migration template left out works from a checkout and fails once installed."""
+    import fnmatch
+
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"]
+    missing = []
+    for package in PACKAGES:
+        patterns, root = declared.get(package, []), ROOT / package
+        for file in root.rglob("*"):
+            relative = file.relative_to(root).as_posix()
+            if file.is_file() and file.suffix not in (".py", ".pyc") and "__pycache__" not in relative \
+                    and not any(fnmatch.fnmatch(relative, pattern) for pattern in patterns):
+                missing.append(f"{package}/{relative}")
+    assert not missing, f"not shipped (add to [tool.setuptools.package-data]): {missing}"

@@ -363,18 +363,27 @@ def test_config_values_are_validated_not_coerced_into_something_else(run_cli, tm
     assert "lora='maybe' is not allowed" in errors(lora="maybe")
 
 
-def test_unset_values_come_from_the_formats_recipe_and_the_models_own_scale() -> None:
-    from core.training.recipes import apply_recipe
+@pytest.mark.parametrize("data_format", ["pairs", "triplets", "scored", "classes"])
+def test_values_left_out_come_from_the_formats_recipe_and_given_ones_stay(data_format: str) -> None:
+    from core.embedders.registry import known_model
+    from core.training.recipes import apply_recipe, recipe_for
 
-    default = apply_recipe(TrainingConfig(data="d", output_dir="o"), "scored")
-    assert (default.loss, default.epochs, default.learning_rate, default.batch_size, default.augment_typos,
-            default.similarity_anchor) == ("mnrl", 1.0, 5e-5, 32, 0, 1000.0)  # in-batch negatives, not CoSENT
-    assert default.loss_scale == 100.0  # e5 was trained at temperature 0.01
-    assert apply_recipe(TrainingConfig(data="d", output_dir="o", model="minilm"), "pairs").loss_scale == 20.0
-    assert apply_recipe(TrainingConfig(data="d", output_dir="o", model="/some/folder"), "pairs").loss_scale is None
-    mine = apply_recipe(TrainingConfig(data="d", output_dir="o", epochs=3, loss="cosent", loss_scale=30), "scored")
-    assert (mine.loss, mine.epochs, mine.loss_scale, mine.augment_typos) == ("cosent", 3, 30, 0)  # given values stay
-    assert apply_recipe(TrainingConfig(data="d", output_dir="o"), "classes").loss == "batch_all_triplet"
+    recipe = recipe_for(data_format)
+    filled = apply_recipe(TrainingConfig(data="d", output_dir="o"), data_format)
+    assert (filled.loss, filled.epochs, filled.learning_rate, filled.batch_size, filled.augment_typos,
+            filled.similarity_anchor) == (recipe.loss, recipe.epochs, recipe.learning_rate, recipe.batch_size,
+                                          recipe.augment_typos, recipe.similarity_anchor)
+    # the loss scale a model was trained at comes with the model, for the ones the registry knows
+    for spec in ("default", "minilm"):
+        scale = apply_recipe(TrainingConfig(data="d", output_dir="o", model=spec), data_format).loss_scale
+        assert scale == (recipe.loss_scale or known_model(spec).similarity_scale)
+    assert apply_recipe(TrainingConfig(data="d", output_dir="o", model="/some/folder"), data_format).loss_scale == \
+        recipe.loss_scale
+    given = {"epochs": recipe.epochs + 2, "learning_rate": recipe.learning_rate / 2,
+             "batch_size": recipe.batch_size * 2, "augment_typos": recipe.augment_typos + 1,
+             "similarity_anchor": 0.0, "loss_scale": 30.0}
+    mine = apply_recipe(TrainingConfig(data="d", output_dir="o", **given), data_format)
+    assert {key: getattr(mine, key) for key in given} == given
 
 
 def test_the_similarity_anchor_keeps_the_base_models_cosines_between_corpus_items(tmp_path: Path,
